@@ -1,0 +1,1 @@
+"""Internal helpers: argument checks and error text."""

@@ -1,0 +1,73 @@
+"""Shared fixtures: a seed per test and tiny teacher/student pairs."""
+
+import keras
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_clear():
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+
+
+def make_dense_pair(num_classes=10, features=20, seed=0):
+    """Teacher Dense 32->32->10 and student Dense 16->10 on `(None, 20)`."""
+    keras.utils.set_random_seed(seed)
+    teacher = keras.Sequential(
+        [
+            keras.Input((features,)),
+            keras.layers.Dense(32, activation="relu", name="t_hidden1"),
+            keras.layers.Dense(32, activation="relu", name="t_hidden2"),
+            keras.layers.Dense(num_classes, name="t_logits"),
+        ],
+        name="teacher",
+    )
+    student = keras.Sequential(
+        [
+            keras.Input((features,)),
+            keras.layers.Dense(16, activation="relu", name="s_hidden"),
+            keras.layers.Dense(num_classes, name="s_logits"),
+        ],
+        name="student",
+    )
+    return teacher, student
+
+
+def make_conv_pair(num_classes=10, seed=0):
+    """Conv teacher with 8x8x16 maps, conv student with 16x16x8 maps."""
+    keras.utils.set_random_seed(seed)
+    t_in = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="t_conv1")(t_in)
+    x = keras.layers.MaxPooling2D(2, name="t_pool")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu",
+                            name="t_conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="t_gap")(x)
+    x = keras.layers.Dense(num_classes, name="t_logits")(x)
+    teacher = keras.Model(t_in, x, name="conv_teacher")
+    s_in = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="s_conv1")(s_in)
+    y = keras.layers.GlobalAveragePooling2D(name="s_gap")(y)
+    y = keras.layers.Dense(num_classes, name="s_logits")(y)
+    student = keras.Model(s_in, y, name="conv_student")
+    return teacher, student
+
+
+def make_data(n=64, features=20, num_classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    y = rng.integers(0, num_classes, size=(n,)).astype("int32")
+    return x, y
+
+
+@pytest.fixture
+def dense_pair():
+    return make_dense_pair()
+
+
+@pytest.fixture
+def conv_pair():
+    return make_conv_pair()
