@@ -1,6 +1,19 @@
 """keras_kd: knowledge distillation for Keras 3."""
 
+from keras_kd import callbacks
 from keras_kd import losses
+from keras_kd.distiller import Distiller
+from keras_kd.distiller import load_distiller
+from keras_kd.feature_match import FeatureMatch
+from keras_kd.feature_match import RelationMatch
 from keras_kd.version import __version__
 
-__all__ = ["__version__", "losses"]
+__all__ = [
+    "Distiller",
+    "FeatureMatch",
+    "RelationMatch",
+    "__version__",
+    "callbacks",
+    "load_distiller",
+    "losses",
+]

@@ -1,0 +1,30 @@
+"""Backend-specific train/test steps, picked at import time.
+
+This mirrors `keras/src/models/model.py`, which picks its trainer class from
+`keras.backend.backend()`.
+"""
+
+import keras
+
+_BACKEND = keras.backend.backend()
+
+if _BACKEND == "tensorflow":
+    from keras_kd._steps.tensorflow import TensorFlowSteps as BackendSteps
+elif _BACKEND == "jax":
+    from keras_kd._steps.jax import JAXSteps as BackendSteps
+else:
+
+    class BackendSteps:
+        """Placeholder for backends keras_kd does not train on yet."""
+
+        def _global_sum(self, value):
+            return value
+
+        def train_step(self, *args, **kwargs):
+            raise NotImplementedError(
+                "keras_kd trains on the TensorFlow and JAX backends. "
+                f"Received: keras.backend.backend()={_BACKEND!r}. Set "
+                "KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
+            )
+
+        test_step = train_step
