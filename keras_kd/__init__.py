@@ -1,6 +1,7 @@
 """keras_kd: knowledge distillation for Keras 3."""
 
 from keras_kd import callbacks
+from keras_kd import data
 from keras_kd import losses
 from keras_kd.distiller import Distiller
 from keras_kd.distiller import load_distiller
@@ -14,6 +15,7 @@ __all__ = [
     "RelationMatch",
     "__version__",
     "callbacks",
+    "data",
     "load_distiller",
     "losses",
 ]

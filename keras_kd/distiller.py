@@ -82,6 +82,12 @@ class Distiller(BackendSteps, keras.Model):
             when the teacher takes larger images than the student.
         student_preprocessing: Optional layer or function applied to the
             inputs before the student.
+        augmentation: Optional layer (e.g. a `keras.Sequential` of
+            `keras.layers.RandomTranslation`, `RandomFlip`...) applied to each
+            training batch once, before the teacher and the student, so both
+            see the same augmented images ("function matching", Beyer et al.
+            2022). Not applied in `evaluate`/`predict`. A batch with cached
+            teacher outputs cannot be augmented (the cache would be stale).
         save_teacher: Boolean. If `True`, `save()` embeds the teacher's
             config and weights. By default the file holds the student, the
             heads, `alpha`, `temperature` and the optimizer state only; reload
@@ -114,6 +120,7 @@ class Distiller(BackendSteps, keras.Model):
         teacher_outputs="auto",
         teacher_preprocessing=None,
         student_preprocessing=None,
+        augmentation=None,
         save_teacher=False,
         name="distiller",
         **kwargs,
@@ -168,6 +175,12 @@ class Distiller(BackendSteps, keras.Model):
                 self._convert_teacher_probabilities = True
         self.teacher_preprocessing = teacher_preprocessing
         self.student_preprocessing = student_preprocessing
+        if augmentation is not None and not callable(augmentation):
+            raise TypeError(
+                "Argument `augmentation` must be a Keras layer or a function. "
+                f"Received: augmentation={augmentation!r}"
+            )
+        self.augmentation = augmentation
         if teacher_preprocessing is None and student_preprocessing is None:
             t_shapes = model_utils.input_shapes(teacher)
             s_shapes = model_utils.input_shapes(student)
@@ -276,6 +289,14 @@ class Distiller(BackendSteps, keras.Model):
         if view is None:
             return [model(inputs, training=training)]
         return list(view(inputs, training=training))
+
+    def _augment(self, x, cached):
+        """The training batch both models see: augmented once, if asked."""
+        if self.augmentation is None:
+            return x
+        if cached is not None:
+            raise validation.augmented_cache_error()
+        return self.augmentation(x, training=True)
 
     def _teacher_outputs(self, x, cached):
         """Teacher logits and tapped features (index 0 = logits)."""
@@ -530,6 +551,7 @@ class Distiller(BackendSteps, keras.Model):
             "student_preprocessing": _serialize_optional(
                 self.student_preprocessing
             ),
+            "augmentation": _serialize_optional(self.augmentation),
             "save_teacher": self.save_teacher,
         }
 
@@ -546,7 +568,7 @@ class Distiller(BackendSteps, keras.Model):
         elif config.get("teacher") is None:
             raise validation.missing_teacher_error()
         for key in ("student", "teacher_preprocessing",
-                    "student_preprocessing"):
+                    "student_preprocessing", "augmentation"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(
                     config[key], custom_objects=custom_objects

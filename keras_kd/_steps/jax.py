@@ -24,6 +24,19 @@ class JAXSteps:
             zip(self.non_trainable_variables, non_trainable_variables)
         )
 
+    def _stateless_augment(self, trainable, non_trainable, x, cached):
+        """Augments the batch once; returns it and the updated state."""
+        if self.augmentation is None:
+            return x, non_trainable
+        mapping = self._state_mapping(trainable, non_trainable)
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            x = self._augment(x, cached)
+        updated = []
+        for ref_v, v in zip(self.non_trainable_variables, non_trainable):
+            value = scope.get_current_value(ref_v)
+            updated.append(v if value is None else value)
+        return x, updated
+
     def _stateless_teacher(self, trainable, non_trainable, x, cached):
         # Deviation: the teacher is evaluated once, outside the function
         # that is differentiated.
@@ -90,6 +103,9 @@ class JAXSteps:
         ) = state
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels, cached = self._split_targets(y)
+        x, non_trainable_variables = self._stateless_augment(
+            trainable_variables, non_trainable_variables, x, cached
+        )
         teacher = self._stateless_teacher(
             trainable_variables, non_trainable_variables, x, cached
         )

@@ -26,6 +26,7 @@ class TensorFlowSteps:
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels, cached = self._split_targets(y)
+        x = self._augment(x, cached)
         # Deviation: the frozen teacher runs outside the tape, so its
         # activations are never recorded for the backward pass.
         teacher = self._teacher_outputs(x, cached)

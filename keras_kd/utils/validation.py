@@ -177,3 +177,283 @@ def missing_teacher_error():
         "where `teacher` is the teacher model or the path of its `.keras` "
         "file; or save with `Distiller(..., save_teacher=True)`."
     )
+
+
+def check_number_at_least(name, value, minimum):
+    """Returns `value` as a float if it is a finite number >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Argument `{name}` must be a finite number >= {minimum}. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(
+            f"Argument `{name}` must be a finite number >= {minimum}. "
+            f"Received: {name}={value}"
+        )
+    return float(value)
+
+
+def _shape_text(shape):
+    return str(tuple(shape))
+
+
+def feature_shape_mismatch_error(loss_name, teacher_shape, student_shape):
+    return ValueError(
+        f"`{loss_name}` compares teacher and student features element by "
+        "element, so both must have the same shape. Received: "
+        f"teacher_features.shape={_shape_text(teacher_shape)}, "
+        f"student_features.shape={_shape_text(student_shape)}. Put a "
+        "projection on the student (for example a `Dense` or 1x1 `Conv2D` "
+        "layer) so its features take the teacher's shape."
+    )
+
+
+def feature_rank_error(loss_name, argument, shape, expected):
+    return ValueError(
+        f"`{loss_name}` expects `{argument}` of {expected}. Received: "
+        f"{argument}.shape={_shape_text(shape)}"
+    )
+
+
+def attention_spatial_mismatch_error(teacher_shape, student_shape):
+    return ValueError(
+        "`attention_transfer` average-pools the larger attention map down to "
+        "the smaller one, which needs each spatial size of the larger map to "
+        "be a multiple of the smaller one. Received: "
+        f"teacher_features.shape={_shape_text(teacher_shape)}, "
+        f"student_features.shape={_shape_text(student_shape)}. Pick layers "
+        "whose spatial sizes divide evenly, or resize one of the maps first "
+        "(for example with `keras.layers.Resizing`)."
+    )
+
+
+def batch_size_mismatch_error(loss_name, teacher_shape, student_shape):
+    return ValueError(
+        f"`{loss_name}` needs the teacher and the student features of the "
+        "same samples, so both must have the same batch size. Received: "
+        f"teacher_features.shape={_shape_text(teacher_shape)}, "
+        f"student_features.shape={_shape_text(student_shape)}"
+    )
+
+
+def check_relation_batch_size(loss_name, batch_size):
+    """Raises if a relation loss gets a batch with a single sample."""
+    if batch_size is not None and batch_size < 2:
+        raise ValueError(
+            f"`{loss_name}` compares the samples of a batch with each other, "
+            "so it needs at least 2 samples per batch. Received: "
+            f"batch_size={batch_size}. Use a batch size of 2 or more (and "
+            "`drop_remainder=True` in `tf.data`, or a dataset size that the "
+            "batch size divides, so the last batch is not a single sample)."
+        )
+    return batch_size
+
+
+# Export to LiteRT (`keras_kd.export`).
+
+LITERT_IMPORT_MESSAGE = (
+    "keras_kd.export requires ai-edge-litert. Install it with: "
+    "pip install 'keras-kd[litert]'"
+)
+
+
+def check_positive_integer(name, value):
+    """Returns `value` if it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"Argument `{name}` must be a positive integer. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    if value < 1:
+        raise ValueError(
+            f"Argument `{name}` must be a positive integer. "
+            f"Received: {name}={value}"
+        )
+    return int(value)
+
+
+def check_bool(name, value):
+    """Returns `value` as a bool if it is a Python or NumPy boolean."""
+    import numpy as np
+
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"Argument `{name}` must be a boolean. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    return bool(value)
+
+
+def check_tflite_path(path):
+    """Returns `path` as a string if it names a `.tflite` file we can write."""
+    import os
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "Argument `path` must be a string or `os.PathLike` ending in "
+            f"`.tflite`. Received: path={path!r} of type {type(path).__name__}"
+        )
+    path = os.fspath(path)
+    if not path.endswith(".tflite"):
+        raise ValueError(
+            f"Argument `path` must end in `.tflite`. Received: path={path!r}"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"The directory of `path` does not exist: {directory!r}. Create "
+            f"it first (`os.makedirs(...)`). Received: path={path!r}"
+        )
+    return path
+
+
+def export_model_type_error(model):
+    return TypeError(
+        "Argument `model` must be a `keras.Model` (the student) or an object "
+        "with a `.student` attribute that is one, such as a "
+        "`keras_kd.Distiller`. Received: "
+        f"model={model!r} of type {type(model).__name__}"
+    )
+
+
+def int8_io_error(quantization):
+    return ValueError(
+        "Argument `int8_io=True` makes the model take and return int8 "
+        "tensors, which needs a fully quantized model. Pass "
+        "`quantization='int8'` (with `representative_data=`), or "
+        f"`int8_io=False`. Received: quantization={quantization!r}"
+    )
+
+
+def missing_representative_data_error():
+    return ValueError(
+        "`quantization='int8'` calibrates the activation ranges on sample "
+        "inputs, so it needs `representative_data`: a NumPy array, an "
+        "`(x, y)` tuple, a `tf.data.Dataset` or an iterable of batches taken "
+        "from the distillation data (for example `representative_data="
+        "x_train`). Received: representative_data=None"
+    )
+
+
+def empty_data_error(name, data):
+    return ValueError(
+        f"Argument `{name}` yielded no examples. Pass at least one batch of "
+        "inputs (int8 calibration and the parity report measure on them). "
+        f"Received: {name}={_short_repr(data)}"
+    )
+
+
+def representative_data_ignored_message(quantization):
+    return (
+        "Argument `representative_data` is only used with "
+        f"`quantization='int8'`; it is ignored for "
+        f"quantization={quantization!r}."
+    )
+
+
+def export_data_type_error(name, data):
+    return TypeError(
+        f"Argument `{name}` must be a NumPy array or tensor of inputs, an "
+        "`(x, y)` or `(x, y, sample_weight)` tuple, a `tf.data.Dataset` or "
+        "an iterable of such batches, with one input tensor per batch. "
+        f"Received: {name}={_short_repr(data)} of type {type(data).__name__}"
+    )
+
+
+def input_shape_error(name, expected, received):
+    return ValueError(
+        f"Argument `{name}` holds inputs of shape {received}, but the model "
+        f"takes inputs of shape {expected} (`None` is any size). Reshape the "
+        f"data to match the student's input. Received: {name} of shape "
+        f"{received}"
+    )
+
+
+def multiple_io_error(what, count):
+    return NotImplementedError(
+        f"keras_kd.export runs and calibrates models with one input and one "
+        f"output, but this model has {count} {what}s. Export it with "
+        "`model.export(path, format='litert')` and drive "
+        "`ai_edge_litert.interpreter.Interpreter` yourself. Received: "
+        f"{count} {what}s"
+    )
+
+
+def litert_input_dtype_error(expected, received, quantized):
+    if quantized:
+        fix = (
+            "Pass float inputs (they are quantized with the input tensor's "
+            f"scale and zero point) or {expected} values."
+        )
+    else:
+        fix = f"Pass numeric inputs (they are cast to {expected})."
+    return TypeError(
+        f"The LiteRT model takes {expected} inputs. {fix} Received: inputs "
+        f"of dtype {received}"
+    )
+
+
+def fixed_batch_error(expected, received):
+    return ValueError(
+        f"The LiteRT model was exported with a fixed batch size of "
+        f"{expected}. Call `predict(x)`, which splits and pads the data, or "
+        f"pass exactly {expected} examples. Received: batch size {received}"
+    )
+
+
+def export_backend_error(backend, missing_tensorflow=False):
+    how = (
+        "Save the student with `student.save('student.keras')`, load it in "
+        "a process started with `KERAS_BACKEND=tensorflow` "
+        "(`keras.saving.load_model('student.keras')`), and call "
+        "`keras_kd.export.export_student(student, 'student.tflite')` there."
+    )
+    if missing_tensorflow:
+        return ImportError(
+            f"Exporting to LiteRT on the {backend!r} backend converts the "
+            "student with TensorFlow (jax2tf and the TFLite converter), which "
+            "is not installed. Install it with `pip install tensorflow`, or "
+            f"export under TensorFlow: {how} Received: backend={backend!r}"
+        )
+    return NotImplementedError(
+        f"keras_kd.export cannot export on the {backend!r} backend; it "
+        f"supports 'tensorflow' and 'jax'. {how} Received: backend={backend!r}"
+    )
+
+
+def unsupported_ops_error(model_name, quantization, ops, details):
+    listed = ", ".join(ops) if ops else "see the converter message below"
+    return ValueError(
+        f"The student {model_name!r} uses operations that the LiteRT "
+        f"built-in op set cannot run with quantization={quantization!r}: "
+        f"{listed}. Replace the layers that use them with layers built on "
+        "supported ops (for example avoid `keras.ops.linalg` decompositions "
+        "in the forward pass), or try another `quantization`. No file was "
+        f"written. Converter message (last lines): {details}"
+    )
+
+
+def _short_repr(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def student_preprocessing_message(preprocessing):
+    return (
+        "The Distiller applies `student_preprocessing` "
+        f"({_short_repr(preprocessing)}) before the student, but the "
+        "exported file holds the student alone. Apply the same "
+        "preprocessing to the inputs of the `.tflite` model, or export a "
+        "`keras.Sequential([preprocessing, student])` instead."
+    )
+
+
+def augmented_cache_error():
+    return ValueError(
+        "This batch carries cached teacher outputs, but the Distiller has an "
+        "`augmentation`: the teacher's cached outputs belong to the original "
+        "images, not to the augmented ones the student would see. Use the "
+        "live teacher with augmentation (no cache), or drop `augmentation=` "
+        "to train on the cache."
+    )

@@ -1,0 +1,117 @@
+"""Step time of keras_kd.Distiller against its parts and keras.distillation.
+
+Measured in one run, on the same batches, interleaved over several rounds:
+
+1. `student`: a student-only training step (`student.fit`).
+2. `teacher`: the teacher's inference on a batch (`teacher.predict`).
+3. `keras_kd`: a `keras_kd.Distiller` training step.
+4. `keras.distillation`: a `keras.distillation.Distiller` step with
+   `LogitsDistillation(loss=keras.losses.KLDivergence())`.
+
+The ratios are what to read: absolute times depend on the machine.
+
+Run:
+
+```
+python benchmarks/step_time_benchmark.py --rounds 5 --steps 50
+KERAS_BACKEND=jax python benchmarks/step_time_benchmark.py
+```
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchmark_utils as bu  # noqa: E402
+
+import keras_kd  # noqa: E402
+
+
+def fit_time(model, x, y, batch_size):
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    return time.perf_counter() - start
+
+
+def predict_time(model, x, batch_size):
+    start = time.perf_counter()
+    model.predict(x, batch_size=batch_size, verbose=0)
+    return time.perf_counter() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="mnist", choices=["mnist", "digits"])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--teacher-width", type=int, default=32)
+    parser.add_argument("--output", default=os.path.join(
+        bu.HERE, "results", "step_time.jsonl"))
+    args = parser.parse_args(argv)
+
+    (x, y), _ = bu.load(args.data)
+    n = args.batch_size * args.steps
+    x, y = x[:n], y[:n]
+    num_classes = int(y.max()) + 1
+    keras.utils.set_random_seed(0)
+    teacher = bu.cnn_teacher(x.shape[1:], num_classes, args.teacher_width)
+
+    def student():
+        keras.utils.set_random_seed(1)
+        return bu.mlp_student(x.shape[1:], num_classes)
+
+    alone = student()
+    alone.compile(optimizer="adam", loss=bu.sparse_ce(), metrics=["accuracy"])
+    ours = keras_kd.Distiller(teacher, student(), alpha=0.5, temperature=4.0)
+    ours.compile(optimizer="adam", metrics=["accuracy"])
+    rival = keras.distillation.Distiller(
+        teacher=teacher,
+        student=student(),
+        distillation_losses=keras.distillation.LogitsDistillation(
+            temperature=4.0, loss=keras.losses.KLDivergence()),
+        student_loss_weight=0.5,
+    )
+    rival.compile(optimizer="adam", loss=bu.sparse_ce(), metrics=["accuracy"])
+
+    runs = {
+        "student": lambda: fit_time(alone, x, y, args.batch_size),
+        "teacher": lambda: predict_time(teacher, x, args.batch_size),
+        "keras_kd": lambda: fit_time(ours, x, y, args.batch_size),
+        "keras.distillation": lambda: fit_time(rival, x, y, args.batch_size),
+    }
+    for run in runs.values():  # Warm-up: tracing and compilation.
+        run()
+    times = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            times[name].append(run() / args.steps * 1000.0)
+    median = {name: float(np.median(t)) for name, t in times.items()}
+    parts = median["student"] + median["teacher"]
+    rows = []
+    print(f"backend={keras.backend.backend()} batch={args.batch_size} "
+          f"steps={args.steps} rounds={args.rounds}")
+    print(f"{'step':<22}{'ms/step (median)':>18}{'min':>9}{'max':>9}")
+    for name, t in times.items():
+        print(f"{name:<22}{median[name]:>18.2f}{min(t):>9.2f}{max(t):>9.2f}")
+        rows.append({"benchmark": "step_time", "step": name,
+                     "ms_per_step": median[name], "all_ms": t,
+                     "batch_size": args.batch_size, "data": args.data})
+    ratio_parts = median["keras_kd"] / parts
+    ratio_rival = median["keras_kd"] / median["keras.distillation"]
+    print(f"keras_kd / (student + teacher) = {ratio_parts:.3f}  (target <= 1.1)")
+    print(f"keras_kd / keras.distillation  = {ratio_rival:.3f}  (target <= 1.0)")
+    rows.append({"benchmark": "step_time", "step": "ratios",
+                 "keras_kd_over_parts": ratio_parts,
+                 "keras_kd_over_keras_distillation": ratio_rival})
+    bu.write_rows(args.output, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

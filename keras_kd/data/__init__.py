@@ -1,0 +1,28 @@
+"""Data for distillation: local datasets, teacher labels, cached outputs.
+
+- `load_dataset`: data already on this machine (bundled digits, `.npz`,
+  prepared TensorFlow Datasets).
+- `cache_teacher_outputs` / `TeacherOutputCache`: the teacher's outputs
+  computed once and reused every epoch.
+- `teacher_labels` / `densify_top_k`: soft labels, top-k logits and
+  pseudo-labels from the teacher.
+- `mix_labeled_unlabeled`: labeled and unlabeled samples in one batch.
+"""
+
+from keras_kd.data.cache import TeacherOutputCache
+from keras_kd.data.cache import cache_teacher_outputs
+from keras_kd.data.mixing import UNLABELED
+from keras_kd.data.mixing import mix_labeled_unlabeled
+from keras_kd.data.sources import load_dataset
+from keras_kd.data.teacher_labels import densify_top_k
+from keras_kd.data.teacher_labels import teacher_labels
+
+__all__ = [
+    "UNLABELED",
+    "TeacherOutputCache",
+    "cache_teacher_outputs",
+    "densify_top_k",
+    "load_dataset",
+    "mix_labeled_unlabeled",
+    "teacher_labels",
+]
