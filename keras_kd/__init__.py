@@ -2,6 +2,7 @@
 
 from keras_kd import callbacks
 from keras_kd import data
+from keras_kd import export
 from keras_kd import losses
 from keras_kd.distiller import Distiller
 from keras_kd.distiller import load_distiller
@@ -16,6 +17,7 @@ __all__ = [
     "__version__",
     "callbacks",
     "data",
+    "export",
     "load_distiller",
     "losses",
 ]

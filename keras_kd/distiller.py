@@ -332,6 +332,16 @@ class Distiller(BackendSteps, keras.Model):
             outputs.append(features[name])
         return [ops.stop_gradient(o) for o in outputs]
 
+    def export_student(self, path, **kwargs):
+        """Writes the student (never the teacher or heads) to `.tflite`.
+
+        Shortcut for `keras_kd.export.export_student(self, path, **kwargs)`;
+        see there for the quantization modes.
+        """
+        from keras_kd.export import export_student
+
+        return export_student(self, path, **kwargs)
+
     def call(self, inputs, training=None):
         """Returns the student's logits."""
         inputs = _apply(self.student_preprocessing, inputs)

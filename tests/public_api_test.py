@@ -15,6 +15,7 @@ class PublicAPITest(TestCase):
                 "__version__",
                 "callbacks",
                 "data",
+                "export",
                 "load_distiller",
                 "losses",
             ]),
@@ -27,4 +28,19 @@ class PublicAPITest(TestCase):
             sorted(keras_kd.callbacks.__all__),
             ["AlphaScheduler", "TemperatureScheduler", "cosine", "linear",
              "step_decay"],
+        )
+
+    def test_export(self):
+        self.assertEqual(
+            sorted(keras_kd.export.__all__),
+            ["LiteRTModel", "ParityReport", "QUANTIZATION_MODES",
+             "export_student", "parity_report"],
+        )
+
+    def test_data(self):
+        self.assertEqual(
+            sorted(keras_kd.data.__all__),
+            ["TeacherOutputCache", "UNLABELED", "cache_teacher_outputs",
+             "densify_top_k", "load_dataset", "mix_labeled_unlabeled",
+             "teacher_labels"],
         )

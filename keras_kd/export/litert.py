@@ -1,0 +1,328 @@
+"""Export of distilled students to LiteRT (`.tflite`), with quantization.
+
+On the TensorFlow backend the conversion is `keras.Model.export(path,
+format="litert", **converter_options)`: Keras writes a SavedModel with
+`keras.export.ExportArchive`, loads it in `tf.lite.TFLiteConverter` and sets
+every keyword argument it receives as a converter attribute
+(`optimizations`, `representative_dataset`, `inference_input_type`,
+`inference_output_type`, and `target_spec` as a dict). That covers all four
+quantization modes, full-integer int8 included. We only override Keras'
+default op sets: built-in ops only, since the `ai_edge_litert` interpreter
+cannot run the `SELECT_TF_OPS` (Flex) ops Keras also allows.
+
+Keras 3.15 refuses `format="litert"` on the JAX backend, although its own
+recipe works there: `ExportArchive` converts JAX functions with `jax2tf`, and
+the converter lowers the result. On JAX we run that recipe with the same
+converter options (see `_convert_with_archive`).
+"""
+
+import functools
+import os
+import re
+import tempfile
+import uuid
+import warnings
+
+import keras
+
+from keras_kd.export import _data
+from keras_kd.utils import validation
+
+QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
+
+
+def export_student(
+    model,
+    path,
+    quantization="none",
+    representative_data=None,
+    representative_steps=100,
+    int8_io=False,
+    input_signature=None,
+):
+    """Writes the student of a distillation to a LiteRT `.tflite` file.
+
+    Only the student is exported: given a `keras_kd.Distiller`, this takes
+    `distiller.student`, so neither the teacher nor the `FeatureMatch`
+    projection heads reach the file. The model keeps the student's input
+    signature: a `None` batch axis stays dynamic (the interpreter resizes it),
+    a fixed one stays fixed.
+
+    The file runs on float32 inputs and returns float32 logits, except with
+    `int8_io=True`, where both are int8 with the scale and zero point stored
+    in the tensors (`keras_kd.export.LiteRTModel` applies them for you). Only
+    LiteRT built-in ops are allowed, so the file runs in the
+    `ai_edge_litert` interpreter without the TensorFlow (Flex) delegate.
+
+    The file is written to a temporary file in the same directory and moved
+    into place with `os.replace`, so a failed export leaves no partial file
+    and keeps any previous file at `path`.
+
+    Args:
+        model: A `keras.Model` (the student) or an object whose `.student`
+            attribute is one, such as a `keras_kd.Distiller`. It must be
+            built.
+        path: String or `os.PathLike` ending in `.tflite`, in an existing
+            directory. An existing file is replaced.
+        quantization: One of `"none"` (float32 weights and math),
+            `"float16"` (float16 weights, float32 math), `"dynamic"`
+            (dynamic-range int8: int8 weights of at least 1024 elements,
+            activations quantized on the fly) or `"int8"` (full-integer:
+            int8 weights and activations calibrated on
+            `representative_data`). Defaults to `"none"`.
+        representative_data: Inputs used to calibrate `"int8"`, ideally
+            taken from the distillation data: a NumPy array or tensor, an
+            `(x, y)` tuple (labels are ignored), a `tf.data.Dataset` or an
+            iterable of batches. Required for `"int8"`, ignored (with a
+            warning) otherwise. Defaults to `None`.
+        representative_steps: Positive integer, the maximum number of
+            calibration batches fed to the converter. Each holds one example
+            (or the student's fixed batch size). Defaults to `100`.
+        int8_io: Boolean. With `quantization="int8"`, makes the input and
+            output tensors int8 too, for integer-only accelerators.
+            Defaults to `False`.
+        input_signature: Optional input signature, as in
+            `keras.Model.export`. Defaults to `None`, which keeps the
+            student's own.
+
+    Returns:
+        The `path` written, as a string.
+
+    Raises:
+        TypeError: If `model` holds no `keras.Model`, or an argument has the
+            wrong type.
+        ValueError: For a `path` not ending in `.tflite`, an unknown
+            `quantization`, `"int8"` without `representative_data`,
+            `int8_io=True` without `"int8"`, or a student with ops that
+            LiteRT cannot run.
+        ImportError: On the JAX backend without TensorFlow installed.
+        NotImplementedError: On a backend other than TensorFlow and JAX.
+
+    Example:
+
+    >>> path = keras_kd.export.export_student(
+    ...     distiller, "student_int8.tflite", quantization="int8",
+    ...     representative_data=x_train)
+    >>> runner = keras_kd.export.LiteRTModel(path)
+    >>> runner.predict(x_test).argmax(-1)
+    """
+    student = _get_student(model)
+    path = validation.check_tflite_path(path)
+    validation.check_one_of("quantization", quantization, QUANTIZATION_MODES)
+    steps = validation.check_positive_integer(
+        "representative_steps", representative_steps
+    )
+    if validation.check_bool("int8_io", int8_io) and quantization != "int8":
+        raise validation.int8_io_error(quantization)
+    if quantization == "int8" and representative_data is None:
+        raise validation.missing_representative_data_error()
+    if quantization != "int8" and representative_data is not None:
+        warnings.warn(
+            validation.representative_data_ignored_message(quantization),
+            UserWarning,
+            stacklevel=2,
+        )
+    preprocessing = getattr(model, "student_preprocessing", None)
+    if preprocessing is not None:
+        warnings.warn(
+            validation.student_preprocessing_message(preprocessing),
+            UserWarning,
+            stacklevel=2,
+        )
+    tf = _import_tensorflow()
+    if input_signature is None:
+        input_signature = _input_signature(student)
+
+    samples = None
+    if quantization == "int8":
+        spec = _single_input_spec(input_signature)
+        # `tf.TensorSpec` dtypes name their NumPy dtype; `InputSpec` ones
+        # are strings already.
+        dtype = getattr(spec.dtype, "as_numpy_dtype", spec.dtype)
+        samples = _data.calibration_samples(
+            representative_data, steps, tuple(spec.shape), dtype
+        )
+    options = _converter_options(tf, quantization, samples, int8_io)
+
+    def convert(temp_path):
+        try:
+            if keras.backend.backend() == "tensorflow":
+                student.export(
+                    temp_path,
+                    format="litert",
+                    verbose=False,
+                    input_signature=input_signature,
+                    **options,
+                )
+            else:
+                _convert_with_archive(
+                    tf, student, temp_path, input_signature, options
+                )
+        except Exception as error:
+            if type(error).__name__ != "ConverterError":
+                raise
+            ops, details = _summarize_converter_error(str(error))
+            raise validation.unsupported_ops_error(
+                student.name, quantization, ops, details
+            ) from error
+
+    _write_atomically(path, convert)
+    return path
+
+
+def _write_atomically(path, write):
+    """Runs `write(temp_path)` next to `path`, then moves the file in place.
+
+    On any error the temporary file is removed and `path` is untouched.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    while True:
+        # The suffix keeps `.tflite` last: `Model.export` checks it. Unlike
+        # `mkstemp` (always 0o600), `os.open` gives the file the mode any new
+        # file gets under the umask.
+        temp_path = os.path.join(
+            directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp.tflite"
+        )
+        try:
+            flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+            os.close(os.open(temp_path, flags, 0o666))
+            break
+        except FileExistsError:
+            continue
+    try:
+        write(temp_path)
+        os.replace(temp_path, path)
+    finally:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+
+
+def _get_student(model):
+    student = getattr(model, "student", None)
+    if isinstance(student, keras.Model):
+        return validation.check_model("student", student)
+    if isinstance(model, keras.Model):
+        return validation.check_model("model", model)
+    raise validation.export_model_type_error(model)
+
+
+def _import_tensorflow():
+    """Returns the `tensorflow` module, or the error saying how to export."""
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        raise validation.export_backend_error(backend)
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise validation.export_backend_error(
+            backend, missing_tensorflow=True
+        ) from error
+    return tf
+
+
+def _input_signature(student):
+    """The signature `Model.export` infers, with the student's batch size.
+
+    Keras' (private) helper makes every batch axis `None`; a student built
+    with `keras.Input(..., batch_size=n)` keeps `n` here.
+    """
+    from keras.src.export.export_utils import get_input_signature
+
+    signature = get_input_signature(student)
+    specs = keras.tree.flatten(signature)
+    inputs = getattr(student, "inputs", None) or []
+    if len(inputs) != len(specs):  # Subclassed models: dynamic batch.
+        return signature
+    specs = [
+        keras.InputSpec(
+            shape=(tensor.shape[0],) + tuple(spec.shape[1:]),
+            dtype=spec.dtype,
+            name=spec.name,
+        )
+        for spec, tensor in zip(specs, inputs)
+    ]
+    return keras.tree.pack_sequence_as(signature, specs)
+
+
+def _single_input_spec(input_signature):
+    flat = keras.tree.flatten(input_signature)
+    if len(flat) != 1:
+        raise validation.multiple_io_error("input", len(flat))
+    return flat[0]
+
+
+def _converter_options(tf, quantization, samples, int8_io):
+    """Builds the `TFLiteConverter` attributes for a quantization mode."""
+    # Keras adds `SELECT_TF_OPS` by default, whose (Flex) ops the
+    # `ai_edge_litert` interpreter cannot run; built-in ops only, so an
+    # unsupported op fails here rather than on the device.
+    target_spec = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}
+    options = {"target_spec": target_spec}
+    if quantization == "none":
+        return options
+    options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        target_spec["supported_types"] = [tf.float16]
+    elif quantization == "int8":
+        target_spec["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        options["representative_dataset"] = functools.partial(
+            _representative_dataset, samples
+        )
+        if int8_io:
+            options["inference_input_type"] = tf.int8
+            options["inference_output_type"] = tf.int8
+    return options
+
+
+def _representative_dataset(samples):
+    # The converter wants a callable returning an iterable of input lists.
+    for sample in samples:
+        yield [sample]
+
+
+def _convert_with_archive(tf, student, path, input_signature, options):
+    """`LiteRTExporter._convert_to_tflite` of Keras 3.15, minus its backend
+    check: ExportArchive -> SavedModel -> TFLiteConverter."""
+    if not isinstance(input_signature, (list, tuple)):
+        input_signature = [input_signature]
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        archive = keras.export.ExportArchive()
+        archive.track(student)
+        archive.add_endpoint(
+            "serve",
+            functools.partial(student.__call__, training=False),
+            input_signature=input_signature,
+        )
+        archive.write_out(saved_model_dir, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        converter.experimental_enable_resource_variables = True
+        for attribute, value in options.items():
+            if attribute == "target_spec":
+                for key, spec_value in value.items():
+                    setattr(converter.target_spec, key, spec_value)
+            else:
+                setattr(converter, attribute, value)
+        content = converter.convert()
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+_OP_PATTERNS = (
+    re.compile(r"(?:TF Select ops|Custom ops|Flex ops): ([\w.]+(?:, [\w.]+)*)"),
+    re.compile(r"'((?:tf|tfl|vhlo|stablehlo|mhlo)\.[\w.]+)' op"),
+    re.compile(r"legalize operation '([\w.]+)'"),
+)
+
+
+def _summarize_converter_error(message):
+    """Returns (op names, short text) from a TFLite `ConverterError`."""
+    ops = []
+    for pattern in _OP_PATTERNS:
+        for match in pattern.finditer(message):
+            for op in match.group(1).split(", "):
+                if op not in ops:
+                    ops.append(op)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    useful = [line for line in lines if "error" in line or "ops:" in line]
+    details = " | ".join((useful or lines)[-3:])
+    return ops, details[-600:]
