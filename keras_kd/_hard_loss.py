@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_kd.losses.logits import _mean_over_inner_axes
+from keras_kd.losses._ops import mean_over_inner_axes as _mean_over_inner_axes
 from keras_kd.losses.logits import _sparse_labels
 from keras_kd.losses.logits import hard_cross_entropy
 

@@ -512,6 +512,14 @@ class Distiller(BackendSteps, keras.Model):
             metrics = [metrics]
         super().compile(optimizer=optimizer, loss=None, metrics=metrics,
                         **kwargs)
+        if self._student_uses_float16() and not isinstance(
+            self.optimizer, keras.optimizers.LossScaleOptimizer
+        ):
+            # Keras wraps the optimizer only when the Distiller's own policy
+            # is mixed_float16; a float16 student needs loss scaling anyway.
+            self.optimizer = keras.optimizers.LossScaleOptimizer(
+                self.optimizer
+            )
         # Built now, so a Distiller saved before `fit` reloads its optimizer.
         self.optimizer.build(self.trainable_variables)
         self._hard_loss_arg = loss
@@ -523,6 +531,12 @@ class Distiller(BackendSteps, keras.Model):
                 getattr(self, "_hard_loss_arg", None)
             )
         return config
+
+    def _student_uses_float16(self):
+        return any(
+            layer.dtype_policy.compute_dtype == "float16"
+            for layer in self.student._flatten_layers()
+        )
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)

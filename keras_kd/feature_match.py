@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_kd import losses as kd_losses
-from keras_kd.losses.logits import _mean_over_inner_axes
+from keras_kd.losses._ops import mean_over_inner_axes as _mean_over_inner_axes
 from keras_kd.projection import build_projection
 from keras_kd.utils import validation
 
@@ -248,8 +248,9 @@ class RelationMatch(_Match):
                  weight=None, name=None, **kwargs):
         if weight is None:
             weight = _default_weight(loss)
-        name = name or (loss if isinstance(loss, str) else
-                         type(loss).__name__.lower())
+        if name is None:
+            name = loss if isinstance(loss, str) else type(loss).__name__
+            name = name.lower()
         super().__init__(teacher_layer, student_layer, loss, weight,
                          name=name, **kwargs)
 

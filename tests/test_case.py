@@ -12,10 +12,8 @@ from absl.testing import parameterized
 class TestCase(parameterized.TestCase):
     """Base class of keras_kd tests (Keras' own TestCase is private)."""
 
-    def setUp(self):
-        super().setUp()
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(0)
+    # Seeding and `clear_session` happen in the autouse fixture of
+    # conftest.py, once per test.
 
     def get_temp_dir(self):
         temp_dir = tempfile.mkdtemp()
@@ -51,6 +49,28 @@ class TestCase(parameterized.TestCase):
         self.assertIsInstance(revived, instance.__class__)
         self.assertEqual(_comparable(revived.get_config()), _comparable(config))
         return revived
+
+
+def gradient(fn, x, compiled=False):
+    """d sum(fn(x)) / dx with the backend's autodiff (XLA if `compiled`)."""
+    x = np.asarray(x, "float32")
+    if keras.backend.backend() == "jax":
+        import jax
+
+        grad = jax.grad(lambda v: keras.ops.sum(fn(v)))
+        grad = jax.jit(grad) if compiled else grad
+        return np.asarray(grad(jax.numpy.asarray(x)))
+    import tensorflow as tf
+
+    def grad(v):
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            value = keras.ops.sum(fn(v))
+        return tape.gradient(value, v)
+
+    if compiled:
+        grad = tf.function(grad, jit_compile=True)
+    return grad(tf.constant(x)).numpy()
 
 
 def _comparable(config):

@@ -76,7 +76,9 @@ class JAXSteps:
             new_non_trainable.append(v if value is None else value)
         unscaled_loss = loss
         if training and self.optimizer is not None:
-            opt_mapping = list(zip(self.optimizer.variables, optimizer_variables))
+            opt_mapping = list(
+                zip(self.optimizer.variables, optimizer_variables)
+            )
             with keras.StatelessScope(state_mapping=opt_mapping):
                 loss = self.optimizer.scale_loss(loss)
         return loss, (unscaled_loss, terms, student_logits, new_non_trainable)
@@ -91,7 +93,9 @@ class JAXSteps:
         new_metrics_variables = []
         for ref_v in self.metrics_variables:
             new_v = scope.get_current_value(ref_v)
-            new_metrics_variables.append(ref_v.value if new_v is None else new_v)
+            new_metrics_variables.append(
+                ref_v.value if new_v is None else new_v
+            )
         return logs, new_metrics_variables
 
     def train_step(self, state, data):

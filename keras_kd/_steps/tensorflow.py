@@ -23,6 +23,23 @@ class TensorFlowSteps:
             return value
         return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Deviation (keras-team/keras#20585): Keras reads the first batch's
+        # shapes through an eager `strategy.reduce("MEAN", ...)`, which fails
+        # under MultiWorkerMirroredStrategy. Shapes and dtypes are all that
+        # the symbolic build needs, so the first local replica's batch does.
+        if iterator is not None and self._distribute_strategy is not None:
+            strategy = self._distribute_strategy
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: _first_local_value(strategy, v), next(it)
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(
+            iterator=iterator, data_batch=data_batch
+        )
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels, cached = self._split_targets(y)
@@ -39,8 +56,9 @@ class TensorFlowSteps:
         gradients = tape.gradient(scaled_loss, trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))
         self._update_loss_trackers(loss, terms, x)
-        return self._update_metrics(
-            labels, student_logits, teacher, sample_weight
+        return self._multi_worker_logs(
+            self._update_metrics(labels, student_logits, teacher,
+                                 sample_weight)
         )
 
     def test_step(self, data):
@@ -51,6 +69,23 @@ class TensorFlowSteps:
             x, labels, sample_weight, teacher, training=False
         )
         self._update_loss_trackers(loss, terms, x)
-        return self._update_metrics(
-            labels, student_logits, teacher, sample_weight
+        return self._multi_worker_logs(
+            self._update_metrics(labels, student_logits, teacher,
+                                 sample_weight)
         )
+
+    def _multi_worker_logs(self, logs):
+        # Deviation (keras-team/keras#20585): across workers Keras reduces the
+        # step's logs with `strategy.reduce("MEAN", value, axis=0)`, which
+        # fails on scalars. Every replica holds the same (synchronised)
+        # metric values, so a length-1 axis makes that mean exact.
+        strategy = self.distribute_strategy
+        if not strategy.extended._in_multi_worker_mode():
+            return logs
+        return {k: tf.reshape(v, (1,)) for k, v in logs.items()}
+
+
+def _first_local_value(strategy, value):
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value

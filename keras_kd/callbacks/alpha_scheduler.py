@@ -1,7 +1,5 @@
 """AlphaScheduler: change the weight of the hard loss during fit."""
 
-import keras
-
 from keras_kd.callbacks._scheduler import VariableScheduler
 from keras_kd.utils import validation
 

@@ -1,7 +1,5 @@
 """TemperatureScheduler: change the distillation temperature during fit."""
 
-import keras
-
 from keras_kd.callbacks._scheduler import VariableScheduler
 from keras_kd.utils import validation
 

@@ -7,18 +7,9 @@ float32 whatever the dtype of the logits.
 import keras
 from keras import ops
 
+from keras_kd.losses._ops import mean_over_inner_axes as _mean_over_inner_axes
+from keras_kd.losses._ops import to_float32 as _to_float32
 from keras_kd.utils import validation
-
-
-def _to_float32(x):
-    return ops.cast(x, "float32")
-
-
-def _mean_over_inner_axes(values):
-    """Reduces `(batch, d1, ..., dk)` to `(batch,)` by a mean."""
-    if len(values.shape) > 1:
-        values = ops.mean(values, axis=tuple(range(1, len(values.shape))))
-    return values
 
 
 def soft_target_kl(

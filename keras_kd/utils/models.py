@@ -159,8 +159,9 @@ def feature_view(model, extra_outputs, name):
 
     The view shares every layer (and so every weight) with `model`.
     """
+    inputs = model.inputs
     return keras.Model(
-        inputs=model.inputs,
+        inputs=inputs[0] if len(inputs) == 1 else inputs,
         outputs=[output_spec(model), *extra_outputs],
         name=name,
     )

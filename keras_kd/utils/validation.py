@@ -457,3 +457,235 @@ def augmented_cache_error():
         "live teacher with augmentation (no cache), or drop `augmentation=` "
         "to train on the cache."
     )
+
+
+# Hyperparameter search (`keras_kd.tuning`).
+
+TUNING_IMPORT_MESSAGE = (
+    "keras_kd.tuning requires KerasTuner. Install it with: "
+    "pip install 'keras-kd[tuning]'"
+)
+
+_RANGE_DOMAINS = {
+    "positive": "positive finite numbers",
+    "unit": "numbers in [0, 1]",
+    "non_negative": "finite numbers >= 0",
+}
+
+
+def _in_domain(value, domain):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if not math.isfinite(value):
+        return False
+    if domain == "positive":
+        return value > 0
+    if domain == "unit":
+        return 0.0 <= value <= 1.0
+    return value >= 0
+
+
+def check_search_space(name, value, domain):
+    """Reads a search-space argument: a fixed value, a range or choices.
+
+    Args:
+        name: The argument name (also the hyperparameter name).
+        value: A number (fixed), a `(min, max)` tuple (a range) or a list of
+            numbers (choices).
+        domain: `"positive"`, `"unit"` or `"non_negative"`.
+
+    Returns:
+        `("fixed", value)`, `("range", min, max)` or `("choice", values)`,
+        with floats; choices keep their order (the first is the default).
+    """
+    expected = (
+        f"Argument `{name}` must be a number (a fixed value), a "
+        "`(min, max)` tuple (a range to search) or a list of numbers (the "
+        "values to choose from)"
+    )
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise ValueError(
+                f"{expected}; a tuple must hold exactly `(min, max)`. "
+                f"Received: {name}={value!r}"
+            )
+        items = list(value)
+    elif isinstance(value, list):
+        if not value:
+            raise ValueError(
+                f"{expected}; the list of choices is empty. "
+                f"Received: {name}={value!r}"
+            )
+        items = list(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        items = [value]
+    else:
+        raise TypeError(
+            f"{expected}. Received: {name}={value!r} of type "
+            f"{type(value).__name__}"
+        )
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, numbers.Real):
+            raise TypeError(
+                f"{expected}. Received: {name}={value!r}, which holds "
+                f"{item!r} of type {type(item).__name__}"
+            )
+    if not all(_in_domain(item, domain) for item in items):
+        raise ValueError(
+            f"Argument `{name}` must hold {_RANGE_DOMAINS[domain]}. "
+            f"Received: {name}={value!r}"
+        )
+    items = [float(item) for item in items]
+    if isinstance(value, tuple):
+        low, high = items
+        if low > high:
+            raise ValueError(
+                f"Argument `{name}` is a range `(min, max)` whose min is "
+                f"larger than its max. Received: {name}={value!r}. Pass "
+                f"`{name}=({high!r}, {low!r})`."
+            )
+        if low == high:
+            return ("fixed", low)
+        return ("range", low, high)
+    if isinstance(value, list):
+        return ("choice", list(dict.fromkeys(items)))
+    return ("fixed", items[0])
+
+
+def student_source_type_error(student):
+    return TypeError(
+        "Argument `student` must be a function that builds a new student "
+        "`keras.Model` (called once per trial, optionally with `hp`), or a "
+        "built `keras.Model` whose architecture is cloned with fresh weights "
+        f"for every trial. Received: student={_short_repr(student)} of type "
+        f"{type(student).__name__}"
+    )
+
+
+def built_student_type_error(result):
+    return TypeError(
+        "The student builder must return a new `keras.Model` (the student, "
+        "returning logits) each time it is called. Received: the builder "
+        f"returned {_short_repr(result)} of type {type(result).__name__}"
+    )
+
+
+def reused_student_error(name):
+    return ValueError(
+        f"The student builder returned the model {name!r} again. Every "
+        "trial must start from a fresh student, so create the model inside "
+        "the function (or pass the model itself as `student=`, which is "
+        "cloned with new weights for every trial). Received: the same "
+        "`keras.Model` object twice"
+    )
+
+
+def incompatible_student_error(error):
+    cls = TypeError if isinstance(error, TypeError) else ValueError
+    return cls(
+        "The student built for this search cannot be distilled from the "
+        f"teacher: {error}"
+    )
+
+
+def feature_weights_without_features_error(feature_weights):
+    return ValueError(
+        "Argument `feature_weights` sets the weights of `features`, but no "
+        "`features` were given. Pass `features=[keras_kd.FeatureMatch(...)]`"
+        " or leave `feature_weights=None`. Received: "
+        f"feature_weights={feature_weights!r}, features=None"
+    )
+
+
+def missing_objective_error():
+    return ValueError(
+        "The tuner has no `objective`, so it cannot rank the Distillers it "
+        "trains. Pass the student's validation metric, for example "
+        "`keras_tuner.RandomSearch(hypermodel, objective='val_accuracy', "
+        "...)`. Received: objective=None"
+    )
+
+
+def objective_not_logged_error(name, logged):
+    close = difflib.get_close_matches(str(name), list(logged), n=3)
+    hint = f" Close matches: {close}." if close else ""
+    return ValueError(
+        f"The objective {name!r} is not logged by the Distiller, so no trial "
+        f"could ever be scored. Expected one of {sorted(logged)}.{hint} "
+        f"Received: objective={name!r}"
+    )
+
+
+def objective_without_validation_error(name):
+    return ValueError(
+        f"The objective {name!r} is measured on validation data, but "
+        "`search()` received no `validation_data` and no `validation_split`."
+        " Pass `tuner.search(x, y, validation_data=(x_val, y_val), ...)`. "
+        f"Received: objective={name!r}, validation_data=None"
+    )
+
+
+def loss_objective_message(name):
+    return (
+        f"The objective {name!r} is a distillation loss. Losses computed at "
+        "different temperatures and alphas are not comparable (the soft loss "
+        "grows with the temperature), so the search would rank them by their "
+        "scale. Use the student's validation metric instead, for example "
+        "`objective='val_accuracy'`."
+    )
+
+
+def uncached_teacher_message(reason):
+    return (
+        f"The teacher's outputs are not cached for this search ({reason}), "
+        "so every trial runs the teacher on every training batch. For "
+        "searches that cost about one student training per trial, pass "
+        "arrays, or a `tf.data.Dataset` that yields the same batches on "
+        "every pass (no reshuffling, no random augmentation)."
+    )
+
+
+def diverged_trial_message(values):
+    shown = ", ".join(f"{k}={v!r}" for k, v in sorted(values.items()))
+    return (
+        f"The trial diverged: the training loss became NaN or Inf ({shown}). "
+        "keras.callbacks.TerminateOnNaN stopped it; it is recorded as FAILED "
+        "and the search goes on. Lower the learning rate or narrow the "
+        "ranges if many trials fail."
+    )
+
+
+def tuner_type_error(tuner):
+    return TypeError(
+        "Argument `tuner` must be a KerasTuner tuner built with a "
+        "`keras_kd.tuning.DistillerHyperModel`, for example "
+        "`keras_tuner.RandomSearch(DistillerHyperModel(...), ...)`. "
+        f"Received: tuner={_short_repr(tuner)} of type "
+        f"{type(tuner).__name__}"
+    )
+
+
+def no_completed_trial_error(statuses):
+    return ValueError(
+        "The search has no completed trial to take the student from. Run "
+        "`tuner.search(...)` first; if trials failed, read "
+        "`tuner.oracle.trials[trial_id].message`. Received: trial statuses "
+        f"{statuses}"
+    )
+
+
+def check_png_path(path):
+    """Returns `path` as a string if it names a `.png` file."""
+    import os
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "Argument `path` must be a string or `os.PathLike` ending in "
+            f"`.png`. Received: path={path!r} of type {type(path).__name__}"
+        )
+    path = os.fspath(path)
+    if not path.lower().endswith(".png"):
+        raise ValueError(
+            f"Argument `path` must end in `.png`. Received: path={path!r}"
+        )
+    return path

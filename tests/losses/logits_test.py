@@ -6,6 +6,7 @@ from absl.testing import parameterized
 
 from keras_kd import losses
 from tests.test_case import TestCase
+from tests.test_case import gradient
 
 
 def reference_log_softmax(x):
@@ -27,21 +28,6 @@ def reference_cross_entropy(labels, logits):
     for i, label in enumerate(labels):
         out[i] = 0.0 if label < 0 else -log_p[i, label]
     return out
-
-
-def gradient(fn, x):
-    """d(sum fn(x))/dx on the active backend."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return np.asarray(jax.grad(lambda v: fn(v).sum())(x))
-    import tensorflow as tf
-
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        value = tf.reduce_sum(fn(x))
-    return tape.gradient(value, x).numpy()
 
 
 class SoftTargetKLTest(TestCase):

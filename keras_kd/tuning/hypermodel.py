@@ -1,0 +1,391 @@
+"""DistillerHyperModel: a KerasTuner search over temperature and alpha."""
+
+import inspect
+import math
+import warnings
+
+import keras
+import keras_tuner
+
+from keras_kd.distiller import Distiller
+from keras_kd.tuning._teacher_cache import TeacherCacheStore
+from keras_kd.utils import validation
+
+# Distiller defaults, used as the first value of a range when they lie in it.
+_DEFAULTS = {"temperature": 4.0, "alpha": 0.5}
+# The terms every Distiller logs (see `Distiller`), besides compiled metrics.
+_LOGGED_TERMS = ("loss", "hard_loss", "soft_loss", "teacher_agreement")
+# Objectives whose scale depends on the temperature and alpha themselves.
+_LOSS_OBJECTIVES = ("loss", "soft_loss")
+# Distiller warning that is expected at one end of the default alpha range.
+_ALPHA_ONE_WARNING = r"`alpha=1\.0` puts no weight on the teacher"
+
+
+class DistillerHyperModel(keras_tuner.HyperModel):
+    """A `keras_tuner.HyperModel` that builds a compiled `Distiller` per trial.
+
+    Each trial gets a fresh student and a Distiller with the trial's
+    `temperature` (default range 1 to 20, log scale) and `alpha` (the weight
+    of the hard label loss, with `1 - alpha` on the soft loss; default range
+    0 to 1), and optionally its learning rate and `FeatureMatch` weights.
+    The teacher is shared by every trial and never trained.
+
+    Every search argument takes a number (a fixed value), a `(min, max)`
+    tuple (a range) or a list (choices). Extra hyperparameters belong to the
+    student builder: `student(hp)` may call `hp.Int(...)` and friends.
+
+    Use the student's validation metric as the tuner's objective (for
+    example `"val_accuracy"`), not a loss: the soft loss is measured at the
+    trial's own temperature (and weighted by its own alpha), so losses of two
+    trials are not comparable. Every term the Distiller logs is accepted
+    (`loss`, `hard_loss`, `soft_loss`, `teacher_agreement`, the compiled
+    metrics, the feature terms, and their `val_` versions); an objective that
+    is not logged is refused before the first trial trains.
+
+    When the training data are arrays, or a `tf.data.Dataset` that yields the
+    same batches on every pass, the teacher's outputs are computed once (on
+    the first trial) and reused by every later trial, including Hyperband's
+    continued trials: N trials cost about N student trainings. Validation
+    data are cached the same way. A reshuffling dataset, a generator or
+    `augmentation=` runs the live teacher (a warning says so for the data).
+
+    A trial whose training loss becomes NaN or Inf is stopped by
+    `keras.callbacks.TerminateOnNaN` and recorded as `FAILED`; the search goes
+    on (KerasTuner stops after `max_consecutive_failed_trials` failures in a
+    row). KerasTuner keeps its state in `directory`, so a search that was
+    interrupted resumes where it stopped when the tuner is built again.
+
+    Args:
+        teacher: The trained teacher, a built `keras.Model` returning logits.
+            It is frozen and shared by all trials.
+        student: A function returning a new student `keras.Model` (it
+            receives `hp` if it takes an argument), or a built `keras.Model`
+            whose architecture is cloned with fresh weights for every trial.
+        temperature: Positive number, `(min, max)` range (log scale) or list
+            of choices. Defaults to `(1.0, 20.0)`.
+        alpha: Number in [0, 1], `(min, max)` range or list of choices, the
+            weight of the hard loss (`1 - alpha` on the soft loss). Defaults
+            to `(0.0, 1.0)`.
+        learning_rate: `None` (the optimizer's default), a positive number,
+            a `(min, max)` range (log scale) or a list. Defaults to `None`.
+        optimizer: Optimizer string id or instance; a new copy is made for
+            every trial. Defaults to `"adam"`.
+        metrics: Metrics of the student passed to `Distiller.compile`.
+            Defaults to `("accuracy",)`.
+        features: Optional list of `keras_kd.FeatureMatch` /
+            `keras_kd.RelationMatch`, copied (with new heads) for every trial.
+        feature_weights: `None` (each match keeps its weight), one search
+            argument for every match (a number, range or list; a range is log
+            scale when its min is above 0), or a dict from match name
+            (`match.log_name`) to a search argument. The hyperparameter of a
+            match is named `f"{match.log_name}_weight"`.
+        cache_teacher_outputs: Boolean, reuse the teacher's outputs across
+            trials when the data allow it. Defaults to `True`.
+        cache_batch_size: Integer, batch size of the teacher pass that fills
+            the cache. Defaults to `256`.
+        name: Optional name of the hypermodel.
+        tunable: Boolean, as in `keras_tuner.HyperModel`. Defaults to `True`.
+        **distiller_kwargs: Other `keras_kd.Distiller` arguments, the same in
+            every trial (`teacher_preprocessing`, `augmentation`, ...).
+
+    Example:
+
+    ```python
+    hypermodel = keras_kd.tuning.DistillerHyperModel(
+        teacher, build_student, temperature=(1.0, 20.0), alpha=(0.0, 1.0))
+    tuner = keras_tuner.BayesianOptimization(
+        hypermodel, objective="val_accuracy", max_trials=20,
+        directory="tuning", project_name="kd")
+    tuner.search(x_train, y_train, validation_data=(x_val, y_val), epochs=5)
+    student = keras_kd.tuning.best_student(tuner)
+    print(keras_kd.tuning.format_trial_table(
+        keras_kd.tuning.trial_table(tuner)))
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        temperature=(1.0, 20.0),
+        alpha=(0.0, 1.0),
+        learning_rate=None,
+        optimizer="adam",
+        metrics=("accuracy",),
+        features=None,
+        feature_weights=None,
+        cache_teacher_outputs=True,
+        cache_batch_size=256,
+        name=None,
+        tunable=True,
+        **distiller_kwargs,
+    ):
+        super().__init__(name=name, tunable=tunable)
+        self.teacher = validation.check_model("teacher", teacher)
+        if isinstance(student, keras.Model):
+            validation.check_model("student", student)
+            self._student_template, self._student_builder = student, None
+        elif callable(student):
+            self._student_template, self._student_builder = None, student
+            self._builder_takes_hp = _takes_hp(student)
+        else:
+            raise validation.student_source_type_error(student)
+        self.space = {
+            "temperature": validation.check_search_space(
+                "temperature", temperature, "positive"),
+            "alpha": validation.check_search_space("alpha", alpha, "unit"),
+        }
+        if learning_rate is not None:
+            self.space["learning_rate"] = validation.check_search_space(
+                "learning_rate", learning_rate, "positive")
+        self.optimizer = optimizer
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            metrics = [metrics]
+        self.metrics = list(metrics or [])
+        self.features = list(features or [])
+        self._feature_spaces = self._read_feature_weights(feature_weights)
+        self.cache_teacher_outputs = validation.check_bool(
+            "cache_teacher_outputs", cache_teacher_outputs)
+        self.distiller_kwargs = dict(distiller_kwargs)
+        self.teacher_cache = TeacherCacheStore(
+            validation.check_positive_integer("cache_batch_size",
+                                              cache_batch_size))
+        self._last_student = None
+        self._warned_loss_objective = False
+        # Build one Distiller now, so a bad student, optimizer or feature
+        # match fails here rather than inside the first trial. It also
+        # detects once whether the teacher outputs probabilities (and warns
+        # once), instead of probing the teacher in every trial.
+        distiller = self.build(keras_tuner.HyperParameters())
+        if distiller_kwargs.get("teacher_outputs", "auto") == "auto":
+            self.distiller_kwargs["teacher_outputs"] = (
+                "probabilities" if distiller._convert_teacher_probabilities
+                else "logits")
+
+    def _read_feature_weights(self, feature_weights):
+        if feature_weights is None:
+            return {}
+        if not self.features:
+            raise validation.feature_weights_without_features_error(
+                feature_weights)
+        names = [match.log_name for match in self.features]
+        if isinstance(feature_weights, dict):
+            for key in feature_weights:
+                if key not in names:
+                    raise validation.unknown_name_error(
+                        "feature match", key, names, "`feature_weights`")
+            specs = dict(feature_weights)
+        else:
+            specs = {name: feature_weights for name in names}
+        return {
+            name: validation.check_search_space(
+                f"{name}_weight", spec, "non_negative")
+            for name, spec in specs.items()
+        }
+
+    # ------------------------------------------------------------------
+    # Build: every hp call, then a compiled Distiller with a fresh student.
+
+    def build(self, hp):
+        """Returns a compiled `Distiller` with a fresh student for `hp`."""
+        values = {name: _declare(hp, name, spec)
+                  for name, spec in self.space.items()}
+        features = []
+        for match in self.features:
+            config = match.get_config()
+            if match.log_name in self._feature_spaces:
+                config["weight"] = _declare(
+                    hp, f"{match.log_name}_weight",
+                    self._feature_spaces[match.log_name])
+            features.append(type(match).from_config(config))
+        student = self._new_student(hp)
+        try:
+            with warnings.catch_warnings():
+                # The search space asked for alpha=1 (labels alone): a
+                # legitimate point of comparison, not a mistake.
+                warnings.filterwarnings("ignore", message=_ALPHA_ONE_WARNING,
+                                        category=UserWarning)
+                distiller = Distiller(
+                    self.teacher, student, alpha=values["alpha"],
+                    temperature=values["temperature"], features=features,
+                    **self.distiller_kwargs)
+        except (TypeError, ValueError) as error:
+            raise _fatal(validation.incompatible_student_error(error)) from \
+                error
+        distiller.compile(
+            optimizer=self._new_optimizer(values.get("learning_rate")),
+            metrics=list(self.metrics) or None,
+        )
+        return distiller
+
+    def _new_student(self, hp):
+        if self._student_template is not None:
+            student = keras.models.clone_model(self._student_template)
+        elif self._builder_takes_hp:
+            student = self._student_builder(hp)
+        else:
+            student = self._student_builder()
+        if not isinstance(student, keras.Model):
+            raise _fatal(validation.built_student_type_error(student))
+        if student is self._last_student or student is self.teacher:
+            raise _fatal(validation.reused_student_error(student.name))
+        self._last_student = student
+        return student
+
+    def _new_optimizer(self, learning_rate):
+        optimizer = self.optimizer
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            config = optimizer.get_config()
+            cls = type(optimizer)
+        else:
+            optimizer = keras.optimizers.get(optimizer)
+            config, cls = optimizer.get_config(), type(optimizer)
+        if learning_rate is not None:
+            config["learning_rate"] = learning_rate
+        return cls.from_config(config)
+
+    # ------------------------------------------------------------------
+    # Fit: cached teacher outputs, objective check, NaN trials fail.
+
+    def fit(self, hp, model, *args, **kwargs):
+        """Trains the trial's Distiller; called by the tuner for each trial.
+
+        Takes the arguments of `keras.Model.fit` (those given to
+        `tuner.search`). Replaces the targets by the cached teacher outputs
+        when possible, and raises `keras_tuner.errors.FailedTrialError` when
+        the training loss became NaN or Inf.
+
+        Returns:
+            The `keras.callbacks.History` of the trial.
+        """
+        arguments = inspect.signature(model.fit).bind(*args, **kwargs)
+        arguments = dict(arguments.arguments)
+        arguments.update(arguments.pop("kwargs", {}))
+        callbacks = list(arguments.get("callbacks") or [])
+        tuner = _find_tuner(callbacks)
+        if tuner is not None:
+            self._check_objective(tuner.oracle.objective, model, arguments)
+        if self.cache_teacher_outputs and model.augmentation is None:
+            arguments["x"], arguments["y"] = \
+                self.teacher_cache.training_targets(
+                    model, arguments.get("x"), arguments.get("y"))
+            if arguments.get("validation_data") is not None:
+                arguments["validation_data"] = \
+                    self.teacher_cache.validation_data(
+                        model, arguments["validation_data"])
+        arguments["callbacks"] = [keras.callbacks.TerminateOnNaN()] + \
+            callbacks
+        history = model.fit(**arguments)
+        losses = history.history.get("loss", [])
+        if any(not math.isfinite(float(v)) for v in losses):
+            raise keras_tuner.errors.FailedTrialError(
+                validation.diverged_trial_message(_tuned_values(hp)))
+        return history
+
+    def logged_names(self, model, include_validation=True):
+        """The history keys a compiled Distiller logs (objective names)."""
+        names = list(_LOGGED_TERMS)
+        names += [match.log_name for match in model.features]
+        compiled = getattr(model, "_compile_metrics", None)
+        for group in ("_user_metrics", "_user_weighted_metrics"):
+            for metric in _flatten(getattr(compiled, group, None)):
+                names.append(_metric_name(metric))
+        if include_validation:
+            names += [f"val_{name}" for name in names]
+        return names
+
+    def _check_objective(self, objective, model, arguments):
+        objectives = getattr(objective, "objectives", None) or [objective]
+        if any(type(o).__name__ == "DefaultObjective" for o in objectives):
+            raise _fatal(validation.missing_objective_error())
+        has_validation = (arguments.get("validation_data") is not None
+                          or bool(arguments.get("validation_split")))
+        logged = self.logged_names(model)
+        for item in objectives:
+            name = item.name
+            if name not in logged:
+                raise _fatal(validation.objective_not_logged_error(
+                    name, logged))
+            if name.startswith("val_") and not has_validation:
+                raise _fatal(
+                    validation.objective_without_validation_error(name))
+            base = name[4:] if name.startswith("val_") else name
+            tuned = any(spec[0] != "fixed" for spec in self.space.values())
+            if base in _LOSS_OBJECTIVES and tuned and \
+                    not self._warned_loss_objective:
+                self._warned_loss_objective = True
+                warnings.warn(validation.loss_objective_message(name),
+                              UserWarning, stacklevel=3)
+
+
+def _declare(hp, name, spec):
+    """Registers one search argument on `hp` and returns its value."""
+    kind = spec[0]
+    if kind == "fixed":
+        return hp.Fixed(name, spec[1])
+    if kind == "choice":
+        return hp.Choice(name, spec[1])
+    low, high = spec[1], spec[2]
+    log = name in ("temperature", "learning_rate") or (
+        name.endswith("_weight") and low > 0)
+    default = _DEFAULTS.get(name, low)
+    default = default if low <= default <= high else low
+    return hp.Float(name, low, high, sampling="log" if log else "linear",
+                    default=default)
+
+
+def _fatal(error):
+    """The KerasTuner error that stops the search instead of one trial."""
+    if isinstance(error, TypeError):
+        return keras_tuner.errors.FatalTypeError(str(error))
+    return keras_tuner.errors.FatalValueError(str(error))
+
+
+def _takes_hp(fn):
+    """Whether a student builder takes `hp` (a required or `hp` argument)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    for p in parameters:
+        if p.kind == p.VAR_POSITIONAL or p.name == "hp":
+            return True
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and \
+                p.default is p.empty:
+            return True
+    return False
+
+
+def _find_tuner(callbacks):
+    """The tuner behind this `fit`, from the callback KerasTuner adds."""
+    for callback in callbacks:
+        tuner = getattr(callback, "tuner", None)
+        if tuner is not None and hasattr(tuner, "oracle"):
+            return tuner
+    return None
+
+
+def _tuned_values(hp):
+    return {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+
+
+def _flatten(metrics):
+    if metrics is None:
+        return []
+    if isinstance(metrics, dict):
+        metrics = list(metrics.values())
+    if not isinstance(metrics, (list, tuple)):
+        return [metrics]
+    out = []
+    for metric in metrics:
+        out.extend(_flatten(metric) if isinstance(metric, (list, tuple, dict))
+                   else [metric])
+    return out
+
+
+def _metric_name(metric):
+    """The history key Keras gives a compiled metric (`get_metric`)."""
+    if isinstance(metric, str):
+        return metric
+    name = getattr(metric, "name", None) or getattr(metric, "__name__", None)
+    return str(name)

@@ -1,0 +1,114 @@
+"""Runs one small distillation and prints its final weights and logs as JSON.
+
+Used by replicas_test.py in fresh processes, since device counts must be set
+before TensorFlow or JAX starts. Usage:
+
+    python _worker.py CONFIG_JSON
+
+CONFIG keys: backend ("tensorflow"|"jax"), mode ("single", "mirrored",
+"multi_worker", "data_parallel", "jax_multi_process"), case ("response",
+"feature", "relation"), sample_weight (bool), unlabeled (bool), and for the
+multi-process modes: process_id, num_processes, coordinator.
+"""
+
+import json
+import os
+import sys
+
+config = json.loads(sys.argv[1])
+os.environ["KERAS_BACKEND"] = config["backend"]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if config["backend"] == "jax" and config["mode"] == "data_parallel":
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+if config["backend"] == "tensorflow":
+    import tensorflow as tf
+
+    if config["mode"] in ("single", "mirrored"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+elif config["mode"] == "jax_multi_process":
+    import jax
+
+    jax.distributed.initialize(
+        coordinator_address=config["coordinator"],
+        num_processes=config["num_processes"],
+        process_id=config["process_id"],
+    )
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_kd  # noqa: E402
+from tests.conftest import make_conv_pair  # noqa: E402
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(32,)).astype("int32")
+    if config.get("unlabeled"):
+        y[::3] = -1
+    w = None
+    if config.get("sample_weight"):
+        w = np.linspace(0.1, 2.0, 32).astype("float32")
+    return x, y, w
+
+
+def features():
+    case = config["case"]
+    if case == "feature":
+        return [keras_kd.FeatureMatch("t_conv2", "s_conv1", batch_norm=False)]
+    if case == "relation":
+        return [keras_kd.RelationMatch("rkd_distance", "t_gap", "s_gap"),
+                keras_kd.RelationMatch("similarity_preserving", "t_conv2",
+                                       "s_conv1")]
+    return []
+
+
+def build():
+    teacher, student = make_conv_pair(seed=0)
+    keras.utils.set_random_seed(1)
+    d = keras_kd.Distiller(teacher, student, alpha=0.5, temperature=2.0,
+                           features=features())
+    d.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
+    return d, student
+
+
+def main():
+    mode = config["mode"]
+    x, y, w = data()
+    if config["backend"] == "tensorflow":
+        if mode == "single":
+            strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+        elif mode == "mirrored":
+            strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        else:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        with strategy.scope():
+            d, student = build()
+        parts = (x, y) if w is None else (x, y, w)
+        ds = tf.data.Dataset.from_tensor_slices(parts).batch(8)
+        history = d.fit(ds, epochs=2, verbose=0, shuffle=False)
+    else:
+        if mode in ("data_parallel", "jax_multi_process"):
+            keras.distribution.set_distribution(
+                keras.distribution.DataParallel(devices=jax.devices()))
+        d, student = build()
+        history = d.fit(x, y, sample_weight=w, batch_size=8, epochs=2,
+                        shuffle=False, verbose=0)
+    weights = [np.asarray(keras.ops.convert_to_numpy(v)).tolist()
+               for v in student.trainable_weights]
+    heads = [np.asarray(keras.ops.convert_to_numpy(v)).tolist()
+             for m in d.features for v in m.trainable_weights]
+    logs = {k: float(np.asarray(v[-1]).reshape(-1)[0])
+            for k, v in history.history.items()}
+    print("RESULT " + json.dumps({"weights": weights, "heads": heads,
+                                  "logs": logs}))
+
+
+if __name__ == "__main__":
+    main()
