@@ -72,6 +72,23 @@ def train_teacher(x, y, epochs, seed=0, batch_size=128, width=32):
     return teacher
 
 
+def cached_teacher(data, x, y, epochs, width=32, batch_size=128):
+    """Trains the benchmark teacher once and keeps it in results/teachers.
+
+    Later runs (and other benchmarks) load the same teacher, so their
+    numbers compare students against one fixed teacher.
+    """
+    path = os.path.join(HERE, "results", "teachers",
+                        f"{data}_w{width}_e{epochs}_n{len(x)}.keras")
+    if os.path.exists(path):
+        return keras.saving.load_model(path), path
+    teacher = train_teacher(x, y, epochs, seed=0, batch_size=batch_size,
+                            width=width)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    teacher.save(path)
+    return teacher, path
+
+
 def test_errors(model, x, y):
     logits = model.predict(x, batch_size=1024, verbose=0)
     return int(np.sum(np.argmax(logits, -1) != y))

@@ -404,7 +404,15 @@ class Distiller(BackendSteps, keras.Model):
         for match, (t_index, s_index) in zip(
             self.features, self._feature_indices
         ):
-            values = match(teacher[t_index], student[s_index])
+            if match.relational:
+                # Relations span the global batch: gather it from every
+                # replica, keep this replica's rows.
+                values = self._local_rows(match(
+                    self._gather_batch(teacher[t_index]),
+                    self._gather_batch(student[s_index]),
+                ), batch)
+            else:
+                values = match(teacher[t_index], student[s_index])
             term = ops.sum(weights * values) / count
             total = total + match.weight * term
             terms[match.log_name] = (term, count)

@@ -8,14 +8,10 @@ from keras_kd.losses._ops import mean_over_inner_axes as _mean_over_inner_axes
 from keras_kd.projection import build_projection
 from keras_kd.utils import validation
 
+# Losses that compare the samples of a batch with each other.
+_RELATION_LOSSES = ("RKDDistance", "RKDAngle", "SimilarityPreserving", "PKT")
 # Losses that compare features of any two shapes, so they need no head.
-_SHAPE_FREE_LOSSES = (
-    "AttentionTransfer",
-    "RKDDistance",
-    "RKDAngle",
-    "SimilarityPreserving",
-    "PKT",
-)
+_SHAPE_FREE_LOSSES = ("AttentionTransfer",) + _RELATION_LOSSES
 
 
 def _loss_name(loss):
@@ -49,6 +45,11 @@ class _Match(keras.layers.Layer):
         self.loss_id = loss if isinstance(loss, str) else None
         self.loss_fn = kd_losses.get(loss)
         self.weight = validation.check_non_negative_number("weight", weight)
+
+    @property
+    def relational(self):
+        """True if the loss compares samples of the batch with each other."""
+        return type(self.loss_fn).__name__ in _RELATION_LOSSES
 
     @property
     def log_name(self):

@@ -20,6 +20,12 @@ else:
         def _global_sum(self, value):
             return value
 
+        def _gather_batch(self, value):
+            return value
+
+        def _local_rows(self, values, batch):
+            return values
+
         def train_step(self, *args, **kwargs):
             raise NotImplementedError(
                 "keras_kd trains on the TensorFlow and JAX backends. "

@@ -19,6 +19,12 @@ class JAXSteps:
         # `keras.distribution`), so a plain sum is already global.
         return value
 
+    def _gather_batch(self, value):
+        return value
+
+    def _local_rows(self, values, batch):
+        return values
+
     def _state_mapping(self, trainable_variables, non_trainable_variables):
         return list(zip(self.trainable_variables, trainable_variables)) + list(
             zip(self.non_trainable_variables, non_trainable_variables)

@@ -23,6 +23,23 @@ class TensorFlowSteps:
             return value
         return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
+    def _gather_batch(self, value):
+        """The global batch of `value`, gathered from every replica."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return value
+        return context.all_gather(value, axis=0)
+
+    def _local_rows(self, values, batch):
+        """The rows of `values` (global batch) that belong to this replica."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return values
+        sizes = context.all_gather(tf.reshape(batch, (1,)), axis=0)
+        replica = context.replica_id_in_sync_group
+        start = tf.reduce_sum(sizes[:replica])
+        return values[start:start + batch]
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Deviation (keras-team/keras#20585): Keras reads the first batch's
         # shapes through an eager `strategy.reduce("MEAN", ...)`, which fails

@@ -8,11 +8,12 @@ import keras
 import keras_tuner
 
 from keras_kd.distiller import Distiller
+from keras_kd.tuning._space import declare as _declare
+from keras_kd.tuning._space import logged_metric_names
+from keras_kd.tuning._space import takes_hp as _takes_hp
 from keras_kd.tuning._teacher_cache import TeacherCacheStore
 from keras_kd.utils import validation
 
-# Distiller defaults, used as the first value of a range when they lie in it.
-_DEFAULTS = {"temperature": 4.0, "alpha": 0.5}
 # The terms every Distiller logs (see `Distiller`), besides compiled metrics.
 _LOGGED_TERMS = ("loss", "hard_loss", "soft_loss", "teacher_agreement")
 # Objectives whose scale depends on the temperature and alpha themselves.
@@ -56,11 +57,14 @@ class DistillerHyperModel(keras_tuner.HyperModel):
     interrupted resumes where it stopped when the tuner is built again.
 
     Args:
-        teacher: The trained teacher, a built `keras.Model` returning logits.
-            It is frozen and shared by all trials.
+        teacher: The trained teacher, a built `keras.Model` returning logits
+            (or the path of its `.keras` file, loaded once). It is frozen and
+            shared by all trials.
         student: A function returning a new student `keras.Model` (it
             receives `hp` if it takes an argument), or a built `keras.Model`
             whose architecture is cloned with fresh weights for every trial.
+            The student returns logits and need not be compiled: the
+            Distiller is compiled for it.
         temperature: Positive number, `(min, max)` range (log scale) or list
             of choices. Defaults to `(1.0, 20.0)`.
         alpha: Number in [0, 1], `(min, max)` range or list of choices, the
@@ -121,6 +125,8 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         **distiller_kwargs,
     ):
         super().__init__(name=name, tunable=tunable)
+        if isinstance(teacher, str):
+            teacher = keras.saving.load_model(teacher, compile=False)
         self.teacher = validation.check_model("teacher", teacher)
         if isinstance(student, keras.Model):
             validation.check_model("student", student)
@@ -286,10 +292,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         """The history keys a compiled Distiller logs (objective names)."""
         names = list(_LOGGED_TERMS)
         names += [match.log_name for match in model.features]
-        compiled = getattr(model, "_compile_metrics", None)
-        for group in ("_user_metrics", "_user_weighted_metrics"):
-            for metric in _flatten(getattr(compiled, group, None)):
-                names.append(_metric_name(metric))
+        names += logged_metric_names(model)
         if include_validation:
             names += [f"val_{name}" for name in names]
         return names
@@ -310,7 +313,10 @@ class DistillerHyperModel(keras_tuner.HyperModel):
                 raise _fatal(
                     validation.objective_without_validation_error(name))
             base = name[4:] if name.startswith("val_") else name
-            tuned = any(spec[0] != "fixed" for spec in self.space.values())
+            # The loss scale moves with these, not with the learning rate.
+            scales = [self.space["temperature"], self.space["alpha"]]
+            scales += list(self._feature_spaces.values())
+            tuned = any(spec[0] != "fixed" for spec in scales)
             if base in _LOSS_OBJECTIVES and tuned and \
                     not self._warned_loss_objective:
                 self._warned_loss_objective = True
@@ -318,42 +324,11 @@ class DistillerHyperModel(keras_tuner.HyperModel):
                               UserWarning, stacklevel=3)
 
 
-def _declare(hp, name, spec):
-    """Registers one search argument on `hp` and returns its value."""
-    kind = spec[0]
-    if kind == "fixed":
-        return hp.Fixed(name, spec[1])
-    if kind == "choice":
-        return hp.Choice(name, spec[1])
-    low, high = spec[1], spec[2]
-    log = name in ("temperature", "learning_rate") or (
-        name.endswith("_weight") and low > 0)
-    default = _DEFAULTS.get(name, low)
-    default = default if low <= default <= high else low
-    return hp.Float(name, low, high, sampling="log" if log else "linear",
-                    default=default)
-
-
 def _fatal(error):
     """The KerasTuner error that stops the search instead of one trial."""
     if isinstance(error, TypeError):
         return keras_tuner.errors.FatalTypeError(str(error))
     return keras_tuner.errors.FatalValueError(str(error))
-
-
-def _takes_hp(fn):
-    """Whether a student builder takes `hp` (a required or `hp` argument)."""
-    try:
-        parameters = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    for p in parameters:
-        if p.kind == p.VAR_POSITIONAL or p.name == "hp":
-            return True
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and \
-                p.default is p.empty:
-            return True
-    return False
 
 
 def _find_tuner(callbacks):
@@ -367,25 +342,3 @@ def _find_tuner(callbacks):
 
 def _tuned_values(hp):
     return {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
-
-
-def _flatten(metrics):
-    if metrics is None:
-        return []
-    if isinstance(metrics, dict):
-        metrics = list(metrics.values())
-    if not isinstance(metrics, (list, tuple)):
-        return [metrics]
-    out = []
-    for metric in metrics:
-        out.extend(_flatten(metric) if isinstance(metric, (list, tuple, dict))
-                   else [metric])
-    return out
-
-
-def _metric_name(metric):
-    """The history key Keras gives a compiled metric (`get_metric`)."""
-    if isinstance(metric, str):
-        return metric
-    name = getattr(metric, "name", None) or getattr(metric, "__name__", None)
-    return str(name)

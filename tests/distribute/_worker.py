@@ -30,8 +30,11 @@ if config["backend"] == "tensorflow":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-elif config["mode"] == "jax_multi_process":
+else:
     import jax
+
+if config["mode"] == "jax_multi_process":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
     jax.distributed.initialize(
         coordinator_address=config["coordinator"],
@@ -78,6 +81,14 @@ def build():
     return d, student
 
 
+def _numpy(variable):
+    value = variable.value
+    if config["mode"] == "jax_multi_process":
+        # Replicated weights: every process holds the whole value locally.
+        value = value.addressable_data(0)
+    return np.asarray(keras.ops.convert_to_numpy(value)).tolist()
+
+
 def main():
     mode = config["mode"]
     x, y, w = data()
@@ -94,16 +105,26 @@ def main():
         ds = tf.data.Dataset.from_tensor_slices(parts).batch(8)
         history = d.fit(ds, epochs=2, verbose=0, shuffle=False)
     else:
+        batch_size = 8
         if mode in ("data_parallel", "jax_multi_process"):
-            keras.distribution.set_distribution(
-                keras.distribution.DataParallel(devices=jax.devices()))
+            distribution = keras.distribution.DataParallel(
+                devices=jax.devices())
+            # Each process already feeds its own shard (see below).
+            distribution.auto_shard_dataset = False
+            keras.distribution.set_distribution(distribution)
+        if mode == "jax_multi_process":
+            # Each process feeds its half of every global batch of 8.
+            n, p = config["num_processes"], config["process_id"]
+            batch_size = 8 // n
+            rows = np.arange(len(x)).reshape(-1, n, batch_size)[:, p]
+            rows = rows.reshape(-1)
+            x, y = x[rows], y[rows]
+            w = None if w is None else w[rows]
         d, student = build()
-        history = d.fit(x, y, sample_weight=w, batch_size=8, epochs=2,
-                        shuffle=False, verbose=0)
-    weights = [np.asarray(keras.ops.convert_to_numpy(v)).tolist()
-               for v in student.trainable_weights]
-    heads = [np.asarray(keras.ops.convert_to_numpy(v)).tolist()
-             for m in d.features for v in m.trainable_weights]
+        history = d.fit(x, y, sample_weight=w, batch_size=batch_size,
+                        epochs=2, shuffle=False, verbose=0)
+    weights = [_numpy(v) for v in student.trainable_weights]
+    heads = [_numpy(v) for m in d.features for v in m.trainable_weights]
     logs = {k: float(np.asarray(v[-1]).reshape(-1)[0])
             for k, v in history.history.items()}
     print("RESULT " + json.dumps({"weights": weights, "heads": heads,
