@@ -104,8 +104,8 @@ def main(argv=None):
                      "batch_size": args.batch_size, "data": args.data})
     ratio_parts = median["keras_kd"] / parts
     ratio_rival = median["keras_kd"] / median["keras.distillation"]
-    print(f"keras_kd / (student + teacher) = {ratio_parts:.3f}  (target <= 1.1)")
-    print(f"keras_kd / keras.distillation  = {ratio_rival:.3f}  (target <= 1.0)")
+    print(f"keras_kd / (student + teacher) = {ratio_parts:.3f} (target <= 1.1)")
+    print(f"keras_kd / keras.distillation  = {ratio_rival:.3f} (target <= 1.0)")
     rows.append({"benchmark": "step_time", "step": "ratios",
                  "keras_kd_over_parts": ratio_parts,
                  "keras_kd_over_keras_distillation": ratio_rival})

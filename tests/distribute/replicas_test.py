@@ -46,7 +46,8 @@ def _env(extra=None):
 
 
 def _result(stdout, stderr):
-    lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in stdout.splitlines()
+             if line.startswith("RESULT ")]
     assert lines, stderr[-4000:]
     return json.loads(lines[-1][len("RESULT "):])
 
