@@ -501,3 +501,18 @@ class DistillerErrorsTest(TestCase):
     def test_same_model(self):
         with self.assertRaisesRegex(ValueError, "same model"):
             keras_kd.Distiller(self.student, self.student)
+
+
+class DistillerNaNTest(TestCase):
+    def test_nan_batch_is_visible_and_terminate_on_nan_stops(self):
+        teacher, student = make_dense_pair()
+        d = keras_kd.Distiller(teacher, student)
+        d.compile(optimizer="sgd")
+        x, y = make_data(64)
+        weights = np.ones(64, "float32")
+        weights[20] = np.nan  # As a corrupt sample would make the loss.
+        history = d.fit(x, y, sample_weight=weights, batch_size=16, epochs=3,
+                        shuffle=False, verbose=0,
+                        callbacks=[keras.callbacks.TerminateOnNaN()])
+        self.assertEqual(len(history.history["loss"]), 1)
+        self.assertTrue(np.isnan(history.history["loss"][0]))
