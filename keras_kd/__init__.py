@@ -10,6 +10,16 @@ from keras_kd.feature_match import FeatureMatch
 from keras_kd.feature_match import RelationMatch
 from keras_kd.version import __version__
 
+
+def __getattr__(name):
+    # `keras_kd.tuning` imports KerasTuner, so it loads only when asked for.
+    if name == "tuning":
+        import importlib
+
+        return importlib.import_module("keras_kd.tuning")
+    raise AttributeError(f"module 'keras_kd' has no attribute {name!r}")
+
+
 __all__ = [
     "Distiller",
     "FeatureMatch",

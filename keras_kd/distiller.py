@@ -159,10 +159,9 @@ class Distiller(BackendSteps, keras.Model):
         validation.check_class_counts(
             model_utils.num_classes(teacher), self.num_classes
         )
-        if model_utils.detect_probabilities(student):
-            raise validation.student_probabilities_error(
-                student.name, model_utils.detect_probabilities(student)
-            )
+        how = model_utils.detect_probabilities(student)
+        if how:
+            raise validation.student_probabilities_error(student.name, how)
         self._convert_teacher_probabilities = teacher_outputs == "probabilities"
         if teacher_outputs == "auto":
             how = model_utils.detect_probabilities(teacher)
@@ -426,7 +425,7 @@ class Distiller(BackendSteps, keras.Model):
             )
         return total, terms, logits
 
-    def _update_loss_trackers(self, loss, terms, x):
+    def _update_loss_trackers(self, loss, terms):
         # Each logged value is the global (all-replica) value, weighted by
         # its count, so a Mean over replicas and batches is exact.
         loss = self._global_sum(loss)

@@ -30,6 +30,13 @@ class PublicAPITest(TestCase):
              "step_decay"],
         )
 
+    def test_tuning(self):
+        self.assertEqual(
+            sorted(keras_kd.tuning.__all__),
+            ["DistillerHyperModel", "best_student", "format_trial_table",
+             "plot_trials", "trial_table"],
+        )
+
     def test_export(self):
         self.assertEqual(
             sorted(keras_kd.export.__all__),

@@ -90,11 +90,11 @@ class JAXSteps:
         return loss, (unscaled_loss, terms, student_logits, new_non_trainable)
 
     def _stateless_metrics(
-        self, metrics_variables, loss, terms, x, labels, logits, teacher, sw
+        self, metrics_variables, loss, terms, labels, logits, teacher, sw
     ):
         mapping = list(zip(self.metrics_variables, metrics_variables))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            self._update_loss_trackers(loss, terms, x)
+            self._update_loss_trackers(loss, terms)
             logs = self._update_metrics(labels, logits, teacher, sw)
         new_metrics_variables = []
         for ref_v in self.metrics_variables:
@@ -141,7 +141,6 @@ class JAXSteps:
             metrics_variables,
             unscaled_loss,
             terms,
-            x,
             labels,
             student_logits,
             teacher,
@@ -181,7 +180,6 @@ class JAXSteps:
             metrics_variables,
             loss,
             terms,
-            x,
             labels,
             student_logits,
             teacher,

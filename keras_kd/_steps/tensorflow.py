@@ -72,7 +72,7 @@ class TensorFlowSteps:
         trainable_weights = self.trainable_weights
         gradients = tape.gradient(scaled_loss, trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))
-        self._update_loss_trackers(loss, terms, x)
+        self._update_loss_trackers(loss, terms)
         return self._multi_worker_logs(
             self._update_metrics(labels, student_logits, teacher,
                                  sample_weight)
@@ -85,7 +85,7 @@ class TensorFlowSteps:
         loss, terms, student_logits = self._distillation_loss(
             x, labels, sample_weight, teacher, training=False
         )
-        self._update_loss_trackers(loss, terms, x)
+        self._update_loss_trackers(loss, terms)
         return self._multi_worker_logs(
             self._update_metrics(labels, student_logits, teacher,
                                  sample_weight)

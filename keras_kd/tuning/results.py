@@ -141,8 +141,11 @@ def plot_trials(tuner, path):
     path = validation.check_png_path(path)
     table = trial_table(tuner)
     name = tuner.oracle.objective.name
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(validation.PLOT_IMPORT_MESSAGE) from error
 
     best = {}
     failed = []

@@ -689,3 +689,121 @@ def check_png_path(path):
             f"Argument `path` must end in `.png`. Received: path={path!r}"
         )
     return path
+
+
+# Command line (`keras_kd.cli`). Flags are named as the user typed them.
+
+
+def cli_missing_path_error(flag, path, kind="file"):
+    return FileNotFoundError(
+        f"Argument `{flag}` names a {kind} that does not exist. Check the "
+        f"path (relative paths start from {_cwd()!r}). Received: "
+        f"{flag}={path!r}"
+    )
+
+
+def _cwd():
+    import os
+
+    return os.getcwd()
+
+
+def cli_model_load_error(flag, path, error):
+    return ValueError(
+        f"Argument `{flag}` must be a Keras model saved with "
+        f"`model.save('model.keras')`, but loading it failed "
+        f"({type(error).__name__}: {error}). Received: {flag}={path!r}"
+    )
+
+
+def cli_suffix_error(flag, path, suffixes):
+    expected = " or ".join(f"`{s}`" for s in suffixes)
+    return ValueError(
+        f"Argument `{flag}` must be a path ending in {expected}. Received: "
+        f"{flag}={path!r}"
+    )
+
+
+def cli_feature_spec_error(value):
+    return ValueError(
+        "Argument `--feature` must be `TEACHER_LAYER:STUDENT_LAYER`, two "
+        "layer names joined by one colon (for example "
+        f"`--feature dense:hidden`). Received: --feature={value!r}"
+    )
+
+
+def cli_data_spec_error(flag, value):
+    return ValueError(
+        f"Argument `{flag}` must be 'digits', a `.npz` file in the "
+        "keras.datasets layout, a folder of images (one sub-folder per "
+        "class) or a TensorFlow Datasets name (with `--data-dir`). Received: "
+        f"{flag}={value!r}"
+    )
+
+
+def cli_npz_inputs_error(flag, path, keys):
+    return ValueError(
+        f"Argument `{flag}` must be a `.npz` holding the inputs as `x_train` "
+        f"(or `x`). Received: {flag}={path!r} with arrays {sorted(keys)}"
+    )
+
+
+def cli_empty_folder_error(flag, path):
+    return ValueError(
+        f"Argument `{flag}` names a folder without images. Expected image "
+        "files (.png, .jpg, .jpeg, .bmp, .gif), in one sub-folder per class "
+        f"for labeled data. Received: {flag}={path!r}"
+    )
+
+
+def cli_input_shape_error(role, flag, expected, received):
+    return ValueError(
+        f"The {role} takes inputs of shape {tuple(expected)}, but the data "
+        f"of `{flag}` has samples of shape {tuple(received)}. Pass data of "
+        f"the {role}'s input shape, or a model built for this data."
+    )
+
+
+def cli_label_range_error(flag, num_classes, low, high):
+    return ValueError(
+        f"The labels of `{flag}` must lie in [0, {num_classes}), the classes "
+        f"of the student's {num_classes} logits. Received labels from {low} "
+        f"to {high}"
+    )
+
+
+def cli_validation_split_error(value):
+    return ValueError(
+        "Argument `--validation-split` must be a number in [0, 1) that leaves "
+        "at least one sample on each side. Received: "
+        f"--validation-split={value!r}"
+    )
+
+
+def cli_requires_error(flag, needs, received):
+    return ValueError(
+        f"Argument `{flag}` needs {needs}. Received: {received}"
+    )
+
+
+def cli_at_least_error(flag, minimum, value):
+    return ValueError(
+        f"Argument `{flag}` must be at least {minimum}. Received: "
+        f"{flag}={value}"
+    )
+
+
+PLOT_IMPORT_MESSAGE = (
+    "keras_kd.tuning.plot_trials requires Matplotlib. Install it with: "
+    "pip install 'keras-kd[tuning]'"
+)
+
+
+def cli_tfds_data_dir_error(flag, name):
+    return ValueError(
+        f"Argument `{flag}` names the TensorFlow Datasets dataset {name!r}, "
+        "which keras-kd reads only from a folder where it is already "
+        "prepared (it never downloads). Pass `--data-dir DIR` (or set "
+        "TFDS_DATA_DIR), or pass 'digits' or a `.npz` file. Received: "
+        f"{flag}={name!r} without --data-dir"
+    )

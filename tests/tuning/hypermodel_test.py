@@ -399,9 +399,10 @@ class DistillerHyperModelTest(TestCase):
 
     def test_builder_must_return_a_fresh_model(self):
         student = build_student()
+        # The first call is fine; the second hands out the same model.
+        hypermodel = DistillerHyperModel(self.teacher, lambda: student)
         with self.assertRaisesRegex(ValueError, "returned the model "
                                                 "'student' again"):
-            hypermodel = DistillerHyperModel(self.teacher, lambda: student)
             hypermodel.build(keras_tuner.HyperParameters())
 
     def test_student_with_other_classes(self):
@@ -429,7 +430,7 @@ class DistillerHyperModelTest(TestCase):
         with self.assertRaisesRegex(ValueError, "outputs probabilities"):
             DistillerHyperModel(self.teacher, build)
 
-    def test_errors_inside_a_search_stop_it(self):
+    def test_errors_inside_a_trial_are_fatal(self):
         # A builder that breaks only for some hp values fails inside a
         # trial: the error is fatal (KerasTuner would otherwise swallow it).
         def build(hp):
