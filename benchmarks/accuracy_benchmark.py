@@ -13,7 +13,7 @@ Methods:
 - `keras.distillation (default)`: `LogitsDistillation(temperature)` with its
   documented default loss, `student_loss_weight=alpha`.
 - `keras.distillation (KL)`: the same with `loss=keras.losses.KLDivergence()`.
-- `scratch, long` and `keras_kd, long`: the same with `--long-epochs`; with
+- `scratch (long)` and `keras_kd (long)`: the same with `--long-epochs`; with
   cached teacher outputs a keras_kd epoch costs about a student-only epoch,
   so long distillation fits in the time keras.distillation needs for
   `--epochs` (the wall times are printed).
@@ -40,16 +40,16 @@ import benchmark_utils as bu  # noqa: E402
 import keras_kd  # noqa: E402
 
 METHODS = ("scratch", "keras_kd", "keras.distillation (default)",
-           "keras.distillation (KL)", "scratch, long", "keras_kd, long")
+           "keras.distillation (KL)", "scratch (long)", "keras_kd (long)")
 
 
 def train_student(method, teacher, x, y, cache, args, seed):
     keras.utils.set_random_seed(seed)
     student = bu.mlp_student(x.shape[1:], int(y.max()) + 1, args.hidden)
     optimizer = keras.optimizers.Adam(args.learning_rate)
-    epochs = args.long_epochs if method.endswith(", long") else args.epochs
+    epochs = args.long_epochs if method.endswith(" (long)") else args.epochs
     fit = dict(epochs=epochs, batch_size=args.batch_size, verbose=0)
-    method = method.replace(", long", "")
+    method = method.replace(" (long)", "")
     if method == "scratch":
         student.compile(optimizer=optimizer, loss=bu.sparse_ce())
         student.fit(x, y, **fit)
@@ -92,7 +92,11 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join(
         bu.HERE, "results", "accuracy.jsonl"))
     args = parser.parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; expected some of "
+                     f"{list(METHODS)}")
 
     (x, y), (xt, yt) = bu.load(args.data, args.limit)
     start = time.time()

@@ -2,7 +2,8 @@
 
 In one run:
 
-1. Train one CNN teacher (`benchmark_utils.train_teacher`).
+1. Load the benchmark CNN teacher (`benchmark_utils.cached_teacher`, trained
+   once and shared with the other benchmarks).
 2. Search `temperature` (1-20, log) and `alpha` (0-1) for an MLP student
    (`benchmark_utils.mlp_student`) with `keras_tuner.BayesianOptimization`,
    ranked by the student's accuracy on a validation split (the last 5,000
@@ -44,6 +45,7 @@ import keras_kd  # noqa: E402
 import keras_kd.tuning  # noqa: E402
 
 DEFAULT = {"temperature": 4.0, "alpha": 0.7}
+HIDDEN = 128  # Set from --hidden in main().
 
 
 def accuracy(model, x, y):
@@ -52,7 +54,7 @@ def accuracy(model, x, y):
 
 def student_only(x, y, val, epochs, batch_size, seed):
     keras.utils.set_random_seed(seed)
-    student = bu.mlp_student(x.shape[1:], int(y.max()) + 1)
+    student = bu.mlp_student(x.shape[1:], int(y.max()) + 1, HIDDEN)
     student.compile(optimizer="adam", loss=bu.sparse_ce(),
                     metrics=["accuracy"])
     student.fit(x, y, validation_data=val, epochs=epochs,
@@ -63,7 +65,7 @@ def student_only(x, y, val, epochs, batch_size, seed):
 def distilled(teacher, x, targets, val, epochs, batch_size, seed,
               temperature, alpha):
     keras.utils.set_random_seed(seed)
-    student = bu.mlp_student(x.shape[1:], teacher.output_shape[-1])
+    student = bu.mlp_student(x.shape[1:], teacher.output_shape[-1], HIDDEN)
     distiller = keras_kd.Distiller(teacher, student, alpha=alpha,
                                    temperature=temperature)
     distiller.compile(optimizer="adam", metrics=["accuracy"])
@@ -83,7 +85,8 @@ def main(argv=None):
     parser.add_argument("--data", default="mnist", choices=["mnist", "digits"])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--teacher-epochs", type=int, default=2)
+    parser.add_argument("--teacher-epochs", type=int, default=6)
+    parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--validation", type=int, default=5000)
@@ -92,6 +95,8 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join(
         bu.HERE, "results", "tuning.jsonl"))
     args = parser.parse_args(argv)
+    global HIDDEN
+    HIDDEN = args.hidden
     # The Gaussian process of BayesianOptimization warns when a length
     # scale reaches its bound; harmless here and noisy.
     warnings.filterwarnings("ignore", module="sklearn.gaussian_process")
@@ -103,10 +108,11 @@ def main(argv=None):
     print(f"{args.data}: train {len(x)}, validation {len(val[0])}, test "
           f"{len(x_test)}; backend {keras.backend.backend()}")
 
-    teacher, teacher_time = timed(lambda: bu.train_teacher(
-        x, y, args.teacher_epochs, seed=0, batch_size=batch))
+    (teacher, _), teacher_time = timed(lambda: bu.cached_teacher(
+        args.data, x_all, y_all, args.teacher_epochs, batch_size=batch))
     teacher_acc = accuracy(teacher, x_test, y_test)
-    print(f"teacher: {args.teacher_epochs} epochs in {teacher_time:.0f} s, "
+    print(f"teacher: {args.teacher_epochs} epochs (loaded or trained in "
+          f"{teacher_time:.0f} s), "
           f"test accuracy {teacher_acc:.4f}")
 
     # With the same data, epochs and validation as a trial: one student-only
@@ -124,7 +130,8 @@ def main(argv=None):
         teacher, x, y, val, epochs, batch, 0, **DEFAULT))
 
     hypermodel = keras_kd.tuning.DistillerHyperModel(
-        teacher, lambda: bu.mlp_student(x.shape[1:], int(y.max()) + 1),
+        teacher,
+        lambda: bu.mlp_student(x.shape[1:], int(y.max()) + 1, HIDDEN),
         temperature=(1.0, 20.0), alpha=(0.0, 1.0))
     directory = args.directory or tempfile.mkdtemp(prefix="kd_tuning_")
     tuner = keras_tuner.BayesianOptimization(

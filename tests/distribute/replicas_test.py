@@ -52,6 +52,17 @@ def _result(stdout, stderr):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+_SINGLE = {}
+
+
+def run_single(base):
+    """The one-device run of a configuration, computed once per session."""
+    key = json.dumps(base, sort_keys=True)
+    if key not in _SINGLE:
+        _SINGLE[key] = run_worker({**base, "mode": "single"})
+    return _SINGLE[key]
+
+
 def run_worker(config, env=None):
     out = subprocess.run([sys.executable, WORKER, json.dumps(config)],
                          capture_output=True, text=True, timeout=TIMEOUT,
@@ -99,7 +110,7 @@ def _id(case):
 def test_mirrored_strategy_matches_one_device(case):
     name, extra = case
     base = dict(backend="tensorflow", case=name, **extra)
-    single = run_worker({**base, "mode": "single"})
+    single = run_single(base)
     mirrored = run_worker({**base, "mode": "mirrored"})
     assert_same(single, mirrored, atol=2e-6)
 
@@ -110,7 +121,7 @@ def test_mirrored_strategy_matches_one_device(case):
 def test_multi_worker_mirrored_strategy_matches_one_device(case):
     name, extra = case
     base = dict(backend="tensorflow", case=name, **extra)
-    single = run_worker({**base, "mode": "single"})
+    single = run_single(base)
     cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(2)]}
     envs = [{"TF_CONFIG": json.dumps({"cluster": cluster,
                                       "task": {"type": "worker",
@@ -127,7 +138,7 @@ def test_multi_worker_mirrored_strategy_matches_one_device(case):
 def test_data_parallel_matches_one_device(case):
     name, extra = case
     base = dict(backend="jax", case=name, **extra)
-    single = run_worker({**base, "mode": "single"})
+    single = run_single(base)
     parallel = run_worker({**base, "mode": "data_parallel"})
     assert_same(single, parallel, atol=2e-6)
 
@@ -138,7 +149,7 @@ def test_data_parallel_matches_one_device(case):
 def test_two_jax_processes_match_one_device(case):
     name, extra = case
     base = dict(backend="jax", case=name, **extra)
-    single = run_worker({**base, "mode": "single"})
+    single = run_single(base)
     coordinator = f"127.0.0.1:{free_port()}"
     configs = [{**base, "mode": "jax_multi_process", "process_id": i,
                 "num_processes": 2, "coordinator": coordinator}
