@@ -331,6 +331,19 @@ class Distiller(BackendSteps, keras.Model):
             outputs.append(features[name])
         return [ops.stop_gradient(o) for o in outputs]
 
+    def fit(self, *args, **kwargs):
+        """As `keras.Model.fit`; refuses `batch_size=1` with relation terms."""
+        if kwargs.get("batch_size") == 1 and any(
+            match.relational for match in self.features
+        ):
+            names = [m.log_name for m in self.features if m.relational]
+            raise ValueError(
+                f"The relation losses {names} compare the samples of a batch "
+                "with each other and need at least 2 samples per batch. "
+                "Received: batch_size=1. Use a larger batch size."
+            )
+        return super().fit(*args, **kwargs)
+
     def export_student(self, path, **kwargs):
         """Writes the student (never the teacher or heads) to `.tflite`.
 

@@ -216,3 +216,17 @@ class RelationMatchTest(TestCase):
         x, y = conv_data(1)
         with pytest.raises(ValueError, match="at least 2 samples"):
             d.fit(x, y, batch_size=1, epochs=1, verbose=0)
+
+
+class RelationRemainderTest(TestCase):
+    def test_last_batch_of_one_adds_nothing(self):
+        teacher, student = make_conv_pair()
+        d = keras_kd.Distiller(teacher, student, alpha=0.0, features=[
+            keras_kd.RelationMatch("rkd_distance", "t_gap", "s_gap")])
+        d.compile(optimizer="adam")
+        x, y = conv_data(9)
+        history = d.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        self.assertTrue(np.isfinite(history.history["rkd_distance"][0]))
+        logs = d.evaluate(x[:1], y[:1], batch_size=1, verbose=0,
+                          return_dict=True)
+        self.assertEqual(logs["rkd_distance"], 0.0)

@@ -9,7 +9,9 @@ import os
 
 import numpy as np
 
-BUILTIN = ("digits",)
+BUILTIN = ("digits", "mnist_subset")
+_PACKAGED = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "datasets")
 
 
 def _digits(test_fraction, seed):
@@ -90,7 +92,9 @@ def load_dataset(name="digits", data_dir=None, test_fraction=0.25, seed=0):
 
     Args:
         name: `"digits"` (scikit-learn's 1,797 handwritten 8x8 digits, bundled
-            with the package), the path of a `.npz` file in the
+            with scikit-learn), `"mnist_subset"` (5,000 training and 2,000
+            test MNIST images shipped with keras_kd, CC BY-SA 3.0; see
+            `keras_kd/datasets/README.md`), the path of a `.npz` file in the
             `keras.datasets` layout (`x_train`, `y_train`, `x_test`,
             `y_test`), or a TensorFlow Datasets name such as `"mnist"` (then
             `data_dir` is required). Defaults to `"digits"`.
@@ -115,6 +119,8 @@ def load_dataset(name="digits", data_dir=None, test_fraction=0.25, seed=0):
         )
     if name == "digits":
         return _digits(test_fraction, seed)
+    if name == "mnist_subset":
+        return _npz(os.path.join(_PACKAGED, "mnist_subset.npz"))
     if name.endswith(".npz"):
         if not os.path.exists(name):
             raise FileNotFoundError(

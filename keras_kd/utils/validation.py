@@ -807,3 +807,13 @@ def cli_tfds_data_dir_error(flag, name):
         "TFDS_DATA_DIR), or pass 'digits' or a `.npz` file. Received: "
         f"{flag}={name!r} without --data-dir"
     )
+
+
+def cli_demo_dataset_error(value):
+    return ValueError(
+        "Argument `--dataset` of `keras-kd demo` must be 'digits', a `.npz` "
+        "file in the keras.datasets layout or a TensorFlow Datasets name: "
+        "the demo needs a test split and builds its models for the images. "
+        "Distil your own models on an image folder with `keras-kd distill`. "
+        f"Received: --dataset={value!r}"
+    )

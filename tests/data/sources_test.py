@@ -16,6 +16,13 @@ class LoadDatasetTest(TestCase):
         self.assertLessEqual(float(x.max()), 1.0)
         self.assertEqual(sorted(np.unique(y)), list(range(10)))
 
+    def test_mnist_subset_ships_with_the_package(self):
+        (x, y), (xt, yt) = load_dataset("mnist_subset")
+        self.assertEqual(x.shape, (5000, 28, 28, 1))
+        self.assertEqual(xt.shape, (2000, 28, 28, 1))
+        self.assertEqual(sorted(np.unique(y)), list(range(10)))
+        self.assertLessEqual(float(x.max()), 1.0)
+
     def test_npz(self):
         path = os.path.join(self.get_temp_dir(), "d.npz")
         rng = np.random.default_rng(0)

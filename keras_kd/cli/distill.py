@@ -1,0 +1,232 @@
+"""`keras-kd distill`: distil a saved teacher into a saved student."""
+
+import argparse
+
+from keras_kd.cli import _common
+
+HELP = "distil a saved teacher into a saved student architecture"
+
+DESCRIPTION = """\
+Trains the student saved in STUDENT.keras (an untrained architecture that
+returns logits) to imitate the teacher saved in TEACHER.keras, with the loss
+alpha * cross_entropy(labels) + (1 - alpha) * T**2 * KL(teacher || student)
+plus one term per --feature. The teacher's outputs are computed once and
+reused every epoch (unless --no-cache). Writes the trained student (.keras)
+and, with --tflite, its LiteRT file with a parity report."""
+
+EXAMPLE = """\
+example:
+  keras-kd distill teacher.keras student.keras --data digits \\
+      --temperature 2 --alpha 0.5 --epochs 30 --feature embedding:hidden \\
+      --output distilled.keras --tflite distilled.tflite --quantize float16
+"""
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "distill", help=HELP, description=DESCRIPTION, epilog=EXAMPLE,
+        formatter_class=_common.HelpFormatter)
+    parser.add_argument("teacher", metavar="TEACHER.keras",
+                        help="the trained teacher (logits or probabilities)")
+    parser.add_argument("student", metavar="STUDENT.keras",
+                        help="the student architecture (returns logits)")
+    _common.add_data_arguments(parser)
+    group = parser.add_argument_group("distillation")
+    group.add_argument("--temperature", type=float, default=4.0,
+                       help="softmax temperature of the soft loss")
+    group.add_argument("--alpha", type=float, default=0.5,
+                       help="weight of the label loss; the soft loss gets "
+                       "1 - alpha")
+    group.add_argument("--epochs", type=int, default=10,
+                       help="training epochs")
+    group.add_argument("--learning-rate", type=float, default=1e-3,
+                       help="Adam learning rate")
+    group.add_argument("--no-cache", action="store_true",
+                       help="run the teacher on every batch instead of "
+                       "caching its outputs once")
+    add_distillation_arguments(parser)
+    add_output_arguments(parser, "distilled_student.keras")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                        help="Keras progress output (0 silent, 1 bars, 2 one "
+                        "line per epoch)")
+    _common.add_common_arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def add_distillation_arguments(parser):
+    group = parser.add_argument_group("feature matching")
+    group.add_argument(
+        "--feature", action="append", default=[], type=feature_spec,
+        metavar="TEACHER_LAYER:STUDENT_LAYER",
+        help="match a teacher layer with a student layer (repeatable; a "
+        "projection head is added when the shapes differ)")
+    group.add_argument(
+        "--feature-loss", default="mse",
+        choices=("mse", "l1", "smooth_l1", "cosine", "attention"),
+        help="loss comparing matched features")
+    group.add_argument("--feature-weight", type=float, default=1.0,
+                       help="weight of each feature term in the loss")
+
+
+def feature_spec(value):
+    """argparse type of `--feature`: `"teacher:student"` -> a pair."""
+    parts = value.split(":")
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise argparse.ArgumentTypeError(
+            str(_common.validation.cli_feature_spec_error(value)))
+    return parts[0].strip(), parts[1].strip()
+
+
+def feature_matches(args):
+    import keras_kd
+
+    return [
+        keras_kd.FeatureMatch(t, s, loss=args.feature_loss,
+                              weight=args.feature_weight)
+        for t, s in args.feature
+    ]
+
+
+def add_output_arguments(parser, default_output):
+    from keras_kd.export import QUANTIZATION_MODES
+
+    group = parser.add_argument_group("output")
+    group.add_argument("--output", default=default_output,
+                       metavar="STUDENT.keras",
+                       help="where to write the trained student")
+    group.add_argument("--tflite", metavar="PATH.tflite",
+                       help="also export the student to this LiteRT file")
+    group.add_argument("--quantize", default="none",
+                       choices=QUANTIZATION_MODES,
+                       help="quantization of the --tflite file; int8 is "
+                       "calibrated on training inputs")
+
+
+def check_output_arguments(args):
+    _common.check_suffix("--output", args.output, ".keras")
+    _common.check_suffix("--tflite", args.tflite, ".tflite")
+    if args.quantize != "none" and args.tflite is None:
+        raise _common.UsageError(str(_common.validation.cli_requires_error(
+            "--quantize", "`--tflite PATH.tflite`",
+            f"--quantize={args.quantize} without --tflite")))
+
+
+def load_inputs(args):
+    """Teacher, student and data of `distill` and `tune`, all checked."""
+    import numpy as np
+
+    teacher = _common.load_model("TEACHER.keras", args.teacher)
+    student = _common.load_model("STUDENT.keras", args.student)
+    image_shape = _common.image_shape_of(student, args.image_size)
+    data = _common.load_data("--data", args.data, args.data_dir,
+                             image_shape)
+    data.split_validation(args.validation_split, args.seed)
+    x, y = data.train
+    _common.check_inputs("student", "--data", student, x)
+    if args.unlabeled:
+        extra = _common.load_inputs("--unlabeled", args.unlabeled,
+                                    image_shape)
+        _common.check_inputs("student", "--unlabeled", student, extra)
+        x = np.concatenate([x, extra])
+        y = np.concatenate([y, np.full((len(extra),), -1, y.dtype)])
+    return teacher, student, data, x, y
+
+
+def run(args):
+    import keras
+    import numpy as np
+
+    import keras_kd
+
+    check_output_arguments(args)
+    _common.check_at_least("--epochs", args.epochs)
+    _common.check_at_least("--batch-size", args.batch_size)
+    teacher, student, data, x, y = load_inputs(args)
+    keras.utils.set_random_seed(args.seed)
+    with _common.checking_inputs():
+        distiller = keras_kd.Distiller(
+            teacher, student, alpha=args.alpha,
+            temperature=args.temperature,
+            features=feature_matches(args))
+        distiller.compile(
+            optimizer=keras.optimizers.Adam(args.learning_rate),
+            metrics=["accuracy"])
+    _common.check_labels("--data", y, distiller.num_classes)
+    for split in (data.validation, data.test):
+        if split is not None:
+            _common.check_labels("--data", split[1], distiller.num_classes)
+
+    targets = y
+    if not args.no_cache:
+        print(f"Caching the teacher's outputs on {len(x)} samples...")
+        cache = keras_kd.data.cache_teacher_outputs(
+            distiller, x, verbose=min(args.verbose, 1))
+        targets = cache.targets(y)
+    print(f"Distilling {teacher.name!r} into {student.name!r}: "
+          f"{len(x)} training samples, T={args.temperature}, "
+          f"alpha={args.alpha}, {len(args.feature)} feature match(es).")
+    with _common.Timer() as timer:
+        distiller.fit(x, targets, batch_size=args.batch_size,
+                      epochs=args.epochs, validation_data=data.validation,
+                      shuffle=True, verbose=args.verbose)
+    distiller.student.save(_common.make_parent(args.output))
+    rows = summary_rows(args, teacher, distiller.student, data, timer)
+    rows += export_rows(args, distiller.student, data, np.asarray(x))
+    print_summary(rows, data)
+    print(f"Wrote {args.output}" + (f" and {args.tflite}" if args.tflite
+                                    else ""))
+    return 0
+
+
+def summary_rows(args, teacher, student, data, timer):
+    evaluation = data.evaluation
+    rows = []
+    for name, model, path, seconds in (
+        ("teacher", teacher, args.teacher, None),
+        ("student (distilled)", student, args.output, timer.seconds),
+    ):
+        accuracy = _common.accuracy(model, evaluation) if evaluation else None
+        rows.append((name, accuracy, model.count_params(),
+                     _common.file_size(path), seconds))
+    return rows
+
+
+def export_rows(args, student, data, x):
+    """Exports to `--tflite` if asked; returns its summary row."""
+    if not args.tflite:
+        return []
+    from keras_kd import export
+
+    representative = None
+    if args.quantize == "int8":
+        import numpy as np
+
+        order = np.random.default_rng(args.seed).permutation(len(x))
+        representative = x[order[:100]]
+    export.export_student(student, _common.make_parent(args.tflite),
+                          quantization=args.quantize,
+                          representative_data=representative)
+    evaluation = data.evaluation
+    accuracy = None
+    if evaluation is not None:
+        report = export.parity_report(student, args.tflite, evaluation,
+                                      latency_runs=20)
+        print(report)
+        accuracy = report.tflite_accuracy
+    return [(f"student (.tflite, {args.quantize})", accuracy, None,
+             _common.file_size(args.tflite), None)]
+
+
+def print_summary(rows, data):
+    header = ("model", f"accuracy ({data.evaluation_name})", "parameters",
+              "size", "train time")
+    print()
+    print(_common.format_table(header, [
+        (name,
+         "-" if acc is None else f"{acc:.2%}",
+         "-" if params is None else f"{params:,}",
+         _common.format_size(size),
+         "-" if seconds is None else f"{seconds:.1f} s")
+        for name, acc, params, size, seconds in rows
+    ]))

@@ -1,0 +1,111 @@
+"""Tests of keras_kd/cli/tune.py (`keras-kd tune`)."""
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from keras_kd.cli import tune as cli_tune
+from tests import cli
+from tests.test_case import TestCase
+
+
+class TuneCommandTest(TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.folder = tempfile.mkdtemp()
+        cls.models = cli.write_models(cls.folder)
+        cls.npz = cli.write_npz(os.path.join(cls.folder, "tiny.npz"))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.folder, ignore_errors=True)
+        super().tearDownClass()
+
+    @pytest.mark.slow
+    def test_random_search_writes_table_plot_and_student(self):
+        out = self.get_temp_dir()
+        result = cli.run_cli([
+            "tune", self.models["teacher"], self.models["student"],
+            "--data", self.npz, "--tuner", "random", "--max-trials", "2",
+            "--epochs", "1", "--temperature-range", "1", "8",
+            "--feature", "embedding:hidden", "--directory", "search",
+            "--table", "trials.json", "--verbose", "0",
+        ], cwd=out)
+        self.assertEqual(result.returncode, 0, str(result))
+        self.assertNotIn("Traceback", result.stderr)
+        with open(os.path.join(out, "trials.json")) as f:
+            rows = json.load(f)
+        self.assertEqual([r["status"] for r in rows], ["COMPLETED"] * 2)
+        for row in rows:
+            self.assertTrue(1.0 <= row["temperature"] <= 8.0)
+            self.assertTrue(0.0 <= row["alpha"] <= 1.0)
+            self.assertIsInstance(row["val_accuracy"], float)
+        self.assertTrue(cli.is_png(os.path.join(out, "search",
+                                                "trials.png")))
+        self.assertTrue(os.path.exists(os.path.join(
+            out, "search", "best_student.keras")))
+        self.assertIn("2 of 2 trials completed", result.stdout)
+        self.assertIn("accuracy on the test split", result.stdout)
+        self.assertIn("val_accuracy", result.stdout)  # the printed table
+
+    def test_range_outside_its_domain(self):
+        code, _, err = cli.call_main([
+            "tune", self.models["teacher"], self.models["student"],
+            "--data", self.npz, "--alpha-range", "0", "2",
+            "--directory", self.get_temp_dir()])
+        self.assertEqual(code, 2)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertIn("Argument `alpha` must hold numbers in [0, 1]", err)
+
+    def test_class_mismatch(self):
+        code, _, err = cli.call_main([
+            "tune", self.models["teacher"], self.models["five"],
+            "--data", self.npz, "--directory", self.get_temp_dir()])
+        self.assertEqual(code, 2)
+        self.assertIn("the teacher outputs 10 logits and the student 5",
+                      err)
+
+    def test_table_suffix(self):
+        code, _, err = cli.call_main([
+            "tune", self.models["teacher"], self.models["student"],
+            "--data", self.npz, "--table", "trials.txt"])
+        self.assertEqual(code, 2)
+        self.assertIn("`--table` must be a path ending in `.csv` or "
+                      "`.json`", err)
+
+    def test_unknown_tuner(self):
+        code, _, err = cli.call_main([
+            "tune", "t.keras", "s.keras", "--data", "digits", "--tuner",
+            "annealing"])
+        self.assertEqual(code, 2)
+        self.assertIn("argument --tuner: invalid choice: 'annealing'", err)
+
+    def test_grid_space(self):
+        args = argparse.Namespace(tuner="grid", grid_size=3,
+                                  temperature_range=(1.0, 4.0),
+                                  alpha_range=(0.0, 1.0))
+        self.assertEqual(cli_tune.search_space(args),
+                         ([1.0, 2.0, 4.0], [0.0, 0.5, 1.0]))
+        args.tuner = "bayesian"
+        self.assertEqual(cli_tune.search_space(args),
+                         ((1.0, 4.0), (0.0, 1.0)))
+
+    def test_csv_table(self):
+        path = os.path.join(self.get_temp_dir(), "t", "trials.csv")
+        cli_tune.write_table(path, [
+            {"trial_id": "0", "status": "COMPLETED", "temperature": 2.0,
+             "val_accuracy": 0.5},
+            {"trial_id": "1", "status": "FAILED", "temperature": 4.0,
+             "val_accuracy": None}])
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual(rows[0], {"trial_id": "0", "status": "COMPLETED",
+                                   "temperature": "2.0",
+                                   "val_accuracy": "0.5"})
+        self.assertEqual(rows[1]["val_accuracy"], "")
