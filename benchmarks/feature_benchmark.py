@@ -11,7 +11,8 @@ Methods (same student initial weights per seed, same optimizer and epochs):
 - `+ FeatureMatch`: response + FitNets-style `FeatureMatch("t_block2",
   "s_block2")` with an automatic 1x1-conv + BN head.
 - `+ attention`: response + attention transfer on both blocks.
-- `+ RKD`: response + RKD distance (25) and angle (50) on the pooled features.
+- `+ RKD`: response + RKD distance (25) and angle (50) between the teacher's
+  embedding and the student's flattened last block.
 - `+ SP`: response + similarity-preserving (3000) on the last block.
 
 Accuracy runs use teacher outputs cached once (logits and the matched maps),
@@ -54,7 +55,7 @@ def teacher_model():
     inputs = keras.Input((32, 32, 1))
     x = conv_block(inputs, 32, "t_block1")
     x = conv_block(x, 64, "t_block2")
-    x = keras.layers.GlobalAveragePooling2D(name="t_gap")(x)
+    x = keras.layers.Flatten(name="t_flat")(x)
     x = keras.layers.Dense(128, activation="relu", name="t_embedding")(x)
     return keras.Model(inputs, keras.layers.Dense(10, name="t_logits")(x),
                        name="teacher")
@@ -64,7 +65,7 @@ def student_model():
     inputs = keras.Input((32, 32, 1))
     x = conv_block(inputs, 8, "s_block1")
     x = conv_block(x, 16, "s_block2")
-    x = keras.layers.GlobalAveragePooling2D(name="s_gap")(x)
+    x = keras.layers.Flatten(name="s_flat")(x)
     return keras.Model(inputs, keras.layers.Dense(10, name="s_logits")(x),
                        name="student")
 
@@ -78,8 +79,9 @@ def features(method):
                 keras_kd.FeatureMatch("t_block2", "s_block2",
                                       loss="attention", weight=1000.0)]
     if method == "+ RKD":
-        return [keras_kd.RelationMatch("rkd_distance", "t_gap", "s_gap"),
-                keras_kd.RelationMatch("rkd_angle", "t_gap", "s_gap")]
+        return [keras_kd.RelationMatch("rkd_distance", "t_embedding",
+                                       "s_flat"),
+                keras_kd.RelationMatch("rkd_angle", "t_embedding", "s_flat")]
     if method == "+ SP":
         return [keras_kd.RelationMatch("similarity_preserving", "t_block2",
                                        "s_block2")]
@@ -104,7 +106,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--teacher-epochs", type=int, default=4)
+    parser.add_argument("--teacher-epochs", type=int, default=6)
     parser.add_argument("--limit", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--alpha", type=float, default=0.5)

@@ -331,9 +331,9 @@ class Distiller(BackendSteps, keras.Model):
             outputs.append(features[name])
         return [ops.stop_gradient(o) for o in outputs]
 
-    def fit(self, *args, **kwargs):
+    def fit(self, x=None, y=None, batch_size=None, **kwargs):
         """As `keras.Model.fit`; refuses `batch_size=1` with relation terms."""
-        if kwargs.get("batch_size") == 1 and any(
+        if batch_size == 1 and any(
             match.relational for match in self.features
         ):
             names = [m.log_name for m in self.features if m.relational]
@@ -342,7 +342,7 @@ class Distiller(BackendSteps, keras.Model):
                 "with each other and need at least 2 samples per batch. "
                 "Received: batch_size=1. Use a larger batch size."
             )
-        return super().fit(*args, **kwargs)
+        return super().fit(x, y, batch_size=batch_size, **kwargs)
 
     def export_student(self, path, **kwargs):
         """Writes the student (never the teacher or heads) to `.tflite`.
