@@ -149,17 +149,39 @@ def rkd_distance(teacher_features, student_features):
     return ops.mean(_huber(s_distances - t_distances), axis=-1)
 
 
+# Pairs closer than this fraction of the batch's largest squared distance
+# count as coincident: their difference vector is 0, as for exact duplicates.
+# Below it the Gram form's float32 rounding decides the direction.
+_COINCIDENT = 1e-6
+
+
 def _angles(x):
     """`(b, width)` -> `(b, b, b)`: `[i, j, k] = cos of angle j-i-k`.
 
-    Entries with `j == i` or `k == i` are 0 (the zero difference vector is
-    normalised to 0, as `F.normalize` does).
+    Computed from the Gram matrix `g = x x^T`, which costs `b**2 * width`
+    instead of the `b**3 * width` of the `b` products of difference vectors:
+    `dot(x_j - x_i, x_k - x_i) = g_jk - g_ij - g_ik + g_ii` and
+    `norm(x_j - x_i)**2 = g_ii + g_jj - 2 g_ij`. Entries with `j == i` or
+    `k == i`, and pairs closer than `_COINCIDENT` (relative, squared), are 0:
+    a zero difference vector is normalised to 0, as `F.normalize` does.
     """
-    # Subtract first, then scale: XLA may fuse `x_j / m - x_i / m` into an FMA
-    # whose rounding leaves a non-zero vector for equal rows.
-    differences = ops.expand_dims(x, 0) - ops.expand_dims(x, 1)
-    unit = _l2_normalize(_rescale(differences), axis=-1)  # unit(x_j - x_i)
-    return ops.matmul(unit, ops.transpose(unit, (0, 2, 1)))
+    x = _rescale(_center(x))
+    gram = ops.matmul(x, ops.transpose(x))
+    diagonal = ops.diagonal(gram)
+    squared = (
+        ops.expand_dims(diagonal, 1) + ops.expand_dims(diagonal, 0)
+        - 2.0 * gram
+    )
+    distinct = squared > _COINCIDENT * ops.stop_gradient(ops.max(squared))
+    safe = ops.where(distinct, squared, ops.ones_like(squared))
+    inverse = ops.where(distinct, 1.0 / ops.sqrt(safe), ops.zeros_like(safe))
+    dots = (
+        ops.expand_dims(gram, 0)
+        - ops.expand_dims(gram, 2)
+        - ops.expand_dims(gram, 1)
+        + ops.reshape(diagonal, (-1, 1, 1))
+    )
+    return dots * ops.expand_dims(inverse, 2) * ops.expand_dims(inverse, 1)
 
 
 def rkd_angle(teacher_features, student_features):
@@ -167,8 +189,8 @@ def rkd_angle(teacher_features, student_features):
 
     Matches the cosines of the angles formed by every triplet of samples,
     with a Huber (smooth L1, `delta=1`) penalty. Scaling or shifting all
-    features of a batch changes nothing. Memory grows as `b**2 * width` and
-    `b**3`.
+    features of a batch changes nothing. Compute grows as `b**2 * width +
+    b**3` (the angles come from the batch's Gram matrix) and memory as `b**3`.
 
     Formula:
 
@@ -180,7 +202,9 @@ def rkd_angle(teacher_features, student_features):
 
     This is mdistiller's `RKD.py` (and torchdistill's `RKDLoss`): all `b**3`
     triplets are averaged, the degenerate ones (`j == i` or `k == i`, both
-    angles 0) included.
+    angles 0) included. Two samples closer than `1e-3` times the batch's
+    largest distance count as duplicates (angle 0), where the reference
+    takes the direction of their float32 difference, a gradient spike.
 
     Args:
         teacher_features: Tensor of shape `(batch_size, ...)`.

@@ -317,6 +317,34 @@ class RKDAngleTest(TestCase):
             )
 
 
+    def test_near_duplicates_count_as_duplicates(self):
+        teacher, student = random(6, 5, seed=21), random(6, 40, seed=22)
+        exact = student.copy()
+        exact[4] = exact[3]
+        near = exact.copy()
+        near[4] += 1e-5  # far below 1e-3 of the batch's largest distance
+        expected = reference_rkd_angle(teacher, exact)
+        self.assertAllClose(
+            losses.rkd_angle(teacher, near), expected, rtol=1e-4, atol=1e-7
+        )
+        grad_exact = gradient(lambda x: losses.rkd_angle(teacher, x), exact)
+        if grad_exact is None:
+            self.skipTest("Gradients are checked on TensorFlow and JAX.")
+        grad_near = gradient(lambda x: losses.rkd_angle(teacher, x), near)
+        # No spike along the float32 direction of the tiny difference.
+        self.assertAllClose(grad_near, grad_exact, atol=1e-5)
+
+    def test_wide_features_match_reference(self):
+        # Width much larger than the batch: the Gram path's regime.
+        teacher, student = random(5, 300, seed=23), random(5, 1000, seed=24)
+        self.assertAllClose(
+            losses.rkd_angle(teacher, student),
+            reference_rkd_angle(teacher, student),
+            rtol=1e-4,
+            atol=1e-7,
+        )
+
+
 class SimilarityPreservingTest(TestCase):
     def test_batch_mean_is_frobenius_norm_over_b_squared(self):
         teacher, student = random(6, 2, 2, 3, seed=15), random(6, 5, seed=16)
