@@ -4,12 +4,17 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 
 import keras
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# Measure this checkout's keras_kd, not another copy installed in the
+# environment (the scripts import this module before keras_kd).
+sys.path.insert(0, ROOT)
 MNIST = os.path.join(HERE, "..", "..", "shared", "data", "mnist.npz")
 
 
