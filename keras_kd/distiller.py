@@ -19,7 +19,7 @@ _TEACHER_FOR_LOADING = contextvars.ContextVar("keras_kd_teacher", default=None)
 
 # Attributes that lead to the teacher's weights; hidden from the saving walk
 # unless `save_teacher=True` (see `__dir__`).
-_TEACHER_ATTRIBUTES = ("teacher", "_teacher", "_teacher_view")
+_TEACHER_ATTRIBUTES = ("teacher", "_teacher", "_teacher_view", "layers")
 
 # Keys of the target dict that carries cached teacher outputs.
 LABELS_KEY = "labels"
@@ -565,8 +565,11 @@ class Distiller(BackendSteps, keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def __dir__(self):
-        # Keras' saving walk visits `dir(model)`. Leaving the teacher out
-        # keeps its weights out of the file unless `save_teacher=True`.
+        # Keras' saving walk visits the attributes in `dir(model)`, `layers`
+        # included (a list that holds the teacher). Leaving those out keeps
+        # the teacher's weights out of the file unless `save_teacher=True`;
+        # the student, the heads and the rest are saved through their own
+        # attributes.
         names = super().__dir__()
         if getattr(self, "save_teacher", True):
             return names
