@@ -8,9 +8,10 @@ In one run:
    (`benchmark_utils.mlp_student`) with `keras_tuner.BayesianOptimization`,
    ranked by the student's accuracy on a validation split (the last 5,000
    training images). The search trains on the other 55,000 (no subset).
-3. Time, on the same data and epochs: one student-only training, the
-   teacher pass that fills the cache, one distillation on cached outputs
-   (what each trial trains) and one with the live teacher. The search should
+3. Time, on the same data and epochs: the teacher pass that fills the
+   cache, student-only training and distillation on the cached outputs
+   (what each trial trains; median of `--baseline-rounds` alternating runs
+   of each) and one distillation with the live teacher. The search should
    cost about one teacher pass plus N x the cached distillation (close to
    N x student-only), not N x the live distillation.
 4. Retrain the best (T, alpha), the seed default (T=4, alpha=0.7) and the
@@ -37,6 +38,7 @@ import warnings
 
 import keras
 import keras_tuner
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchmark_utils as bu  # noqa: E402
@@ -90,6 +92,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--validation", type=int, default=5000)
+    parser.add_argument("--baseline-rounds", type=int, default=3)
     parser.add_argument("--directory", default=None,
                         help="KerasTuner folder (default: a temp dir)")
     parser.add_argument("--output", default=os.path.join(
@@ -118,14 +121,25 @@ def main(argv=None):
     # With the same data, epochs and validation as a trial: one student-only
     # training, the teacher pass that fills a cache, one distillation on the
     # cached outputs (what a trial trains) and one with the live teacher.
-    _, student_time = timed(lambda: student_only(x, y, val, epochs, batch, 0))
+    # Single trainings on this machine vary by up to 1.5x from run to run,
+    # so the student-only and cached baselines are timed `--baseline-rounds`
+    # times, alternating, and their median is used.
     (cache, val_cache), cache_time = timed(lambda: (
         keras_kd.data.cache_teacher_outputs(teacher, x, verbose=0),
         keras_kd.data.cache_teacher_outputs(teacher, val[0], verbose=0)))
     targets = cache.targets(y, x=x)
     val_targets = (val[0], val_cache.targets(val[1], x=val[0]))
-    _, cached_time = timed(lambda: distilled(
-        teacher, x, targets, val_targets, epochs, batch, 0, **DEFAULT))
+    student_times, cached_times = [], []
+    for _ in range(args.baseline_rounds):
+        student_times.append(timed(
+            lambda: student_only(x, y, val, epochs, batch, 0))[1])
+        cached_times.append(timed(lambda: distilled(
+            teacher, x, targets, val_targets, epochs, batch, 0,
+            **DEFAULT))[1])
+    student_time = float(np.median(student_times))
+    cached_time = float(np.median(cached_times))
+    print(f"student-only trainings {np.round(student_times, 1)} s, cached "
+          f"distillations {np.round(cached_times, 1)} s")
     _, live_time = timed(lambda: distilled(
         teacher, x, y, val, epochs, batch, 0, **DEFAULT))
 
@@ -170,6 +184,8 @@ def main(argv=None):
         "epochs": epochs, "batch_size": batch, "train_samples": len(x),
         "teacher_test_accuracy": teacher_acc, "search_seconds": search_time,
         "student_only_seconds": student_time,
+        "student_only_seconds_all": student_times,
+        "cached_distillation_seconds_all": cached_times,
         "cache_seconds": cache_time,
         "cached_distillation_seconds": cached_time,
         "live_distillation_seconds": live_time,
