@@ -77,6 +77,14 @@ def add_common_arguments(parser):
                         help="show Python tracebacks on errors")
 
 
+def add_model_arguments(parser):
+    """The positional `TEACHER.keras STUDENT.keras` pair."""
+    parser.add_argument("teacher", metavar="TEACHER.keras",
+                        help="the trained teacher (logits or probabilities)")
+    parser.add_argument("student", metavar="STUDENT.keras",
+                        help="the student architecture (returns logits)")
+
+
 def add_data_arguments(parser, required=True):
     group = parser.add_argument_group("data")
     group.add_argument(

@@ -26,10 +26,7 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "distill", help=HELP, description=DESCRIPTION, epilog=EXAMPLE,
         formatter_class=_common.HelpFormatter)
-    parser.add_argument("teacher", metavar="TEACHER.keras",
-                        help="the trained teacher (logits or probabilities)")
-    parser.add_argument("student", metavar="STUDENT.keras",
-                        help="the student architecture (returns logits)")
+    _common.add_model_arguments(parser)
     _common.add_data_arguments(parser)
     group = parser.add_argument_group("distillation")
     group.add_argument("--temperature", type=float, default=4.0,

@@ -31,10 +31,7 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "tune", help=HELP, description=DESCRIPTION, epilog=EXAMPLE,
         formatter_class=_common.HelpFormatter)
-    parser.add_argument("teacher", metavar="TEACHER.keras",
-                        help="the trained teacher (logits or probabilities)")
-    parser.add_argument("student", metavar="STUDENT.keras",
-                        help="the student architecture (returns logits)")
+    _common.add_model_arguments(parser)
     _common.add_data_arguments(parser)
     parser.set_defaults(validation_split=0.2)
     group = parser.add_argument_group("search")

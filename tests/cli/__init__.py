@@ -4,11 +4,15 @@
 import dataclasses
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import keras
 import numpy as np
+
+from tests.test_case import TestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -125,3 +129,20 @@ def call_main(args):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
     return code, out.getvalue(), err.getvalue()
+
+
+class CommandTestCase(TestCase):
+    """Writes the tiny models and `tiny.npz` once per test class, in
+    `cls.folder` (`cls.models`, `cls.npz`), and removes them after."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.folder = tempfile.mkdtemp()
+        cls.models = write_models(cls.folder)
+        cls.npz = write_npz(os.path.join(cls.folder, "tiny.npz"))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.folder, ignore_errors=True)
+        super().tearDownClass()

@@ -1,8 +1,6 @@
 """Tests of keras_kd/cli/distill.py (`keras-kd distill`)."""
 
 import os
-import shutil
-import tempfile
 from unittest import mock
 
 import keras
@@ -11,16 +9,12 @@ import pytest
 
 from keras_kd.cli import _common
 from tests import cli
-from tests.test_case import TestCase
 
 
-class DistillCommandTest(TestCase):
+class DistillCommandTest(cli.CommandTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.folder = tempfile.mkdtemp()
-        cls.models = cli.write_models(cls.folder)
-        cls.npz = cli.write_npz(os.path.join(cls.folder, "tiny.npz"))
         os.makedirs(os.path.join(cls.folder, "empty_tfds"))
         # The bad-input runs start together: each one mostly waits for
         # TensorFlow to load.
@@ -38,11 +32,6 @@ class DistillCommandTest(TestCase):
         processes = {name: cli.start_cli(args, cls.folder)
                      for name, args in commands.items()}
         cls.errors = {name: cli.finish(p) for name, p in processes.items()}
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.folder, ignore_errors=True)
-        super().tearDownClass()
 
     @pytest.mark.slow
     def test_distills_and_exports(self):

@@ -1,29 +1,14 @@
 """Tests of keras_kd/cli/export.py (`keras-kd export`)."""
 
 import os
-import shutil
-import tempfile
 
 import pytest
 
 from keras_kd.cli import export as cli_export
 from tests import cli
-from tests.test_case import TestCase
 
 
-class ExportCommandTest(TestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.folder = tempfile.mkdtemp()
-        cls.models = cli.write_models(cls.folder)
-        cls.npz = cli.write_npz(os.path.join(cls.folder, "tiny.npz"))
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.folder, ignore_errors=True)
-        super().tearDownClass()
-
+class ExportCommandTest(cli.CommandTestCase):
     @pytest.mark.slow
     def test_int8_export_with_parity_report(self):
         out = self.get_temp_dir()

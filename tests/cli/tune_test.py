@@ -4,29 +4,14 @@ import argparse
 import csv
 import json
 import os
-import shutil
-import tempfile
 
 import pytest
 
 from keras_kd.cli import tune as cli_tune
 from tests import cli
-from tests.test_case import TestCase
 
 
-class TuneCommandTest(TestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.folder = tempfile.mkdtemp()
-        cls.models = cli.write_models(cls.folder)
-        cls.npz = cli.write_npz(os.path.join(cls.folder, "tiny.npz"))
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.folder, ignore_errors=True)
-        super().tearDownClass()
-
+class TuneCommandTest(cli.CommandTestCase):
     @pytest.mark.slow
     def test_random_search_writes_table_plot_and_student(self):
         out = self.get_temp_dir()
