@@ -316,7 +316,6 @@ class RKDAngleTest(TestCase):
                 atol=1e-7,
             )
 
-
     def test_near_duplicates_count_as_duplicates(self):
         teacher, student = random(6, 5, seed=21), random(6, 40, seed=22)
         exact = student.copy()
