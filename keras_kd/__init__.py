@@ -4,10 +4,15 @@ from keras_kd import callbacks
 from keras_kd import data
 from keras_kd import export
 from keras_kd import losses
+from keras_kd import terms
 from keras_kd.distiller import Distiller
 from keras_kd.distiller import load_distiller
 from keras_kd.feature_match import FeatureMatch
 from keras_kd.feature_match import RelationMatch
+from keras_kd.terms import HardLoss
+from keras_kd.terms import LogitTerm
+from keras_kd.terms import SoftTargets
+from keras_kd.terms import Term
 from keras_kd.version import __version__
 
 
@@ -23,11 +28,16 @@ def __getattr__(name):
 __all__ = [
     "Distiller",
     "FeatureMatch",
+    "HardLoss",
+    "LogitTerm",
     "RelationMatch",
+    "SoftTargets",
+    "Term",
     "__version__",
     "callbacks",
     "data",
     "export",
     "load_distiller",
     "losses",
+    "terms",
 ]

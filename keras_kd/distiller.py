@@ -6,10 +6,14 @@ import warnings
 import keras
 from keras import ops
 
-from keras_kd import _hard_loss
+from keras_kd import _inputs
+from keras_kd import _teachers
 from keras_kd._steps import BackendSteps
+from keras_kd.losses.logits import is_dense_labels
 from keras_kd.losses.logits import label_mask
-from keras_kd.losses.logits import soft_target_kl
+from keras_kd.terms.base import Term
+from keras_kd.terms.hard import HardLoss
+from keras_kd.terms.kd import SoftTargets
 from keras_kd.utils import models as model_utils
 from keras_kd.utils import validation
 
@@ -19,7 +23,8 @@ _TEACHER_FOR_LOADING = contextvars.ContextVar("keras_kd_teacher", default=None)
 
 # Attributes that lead to the teacher's weights; hidden from the saving walk
 # unless `save_teacher=True` (see `__dir__`).
-_TEACHER_ATTRIBUTES = ("teacher", "_teacher", "_teacher_view", "layers")
+_TEACHER_ATTRIBUTES = ("teacher", "teachers", "_teacher_models",
+                       "_teacher_views", "layers")
 
 # Keys of the target dict that carries cached teacher outputs.
 LABELS_KEY = "labels"
@@ -111,9 +116,9 @@ class Distiller(BackendSteps, keras.Model):
 
     def __init__(
         self,
-        teacher,
-        student,
-        alpha=0.5,
+        teacher=None,
+        student=None,
+        alpha=None,
         temperature=4.0,
         features=None,
         scale_by_temperature_squared=True,
@@ -122,32 +127,41 @@ class Distiller(BackendSteps, keras.Model):
         student_preprocessing=None,
         augmentation=None,
         save_teacher=False,
+        terms=None,
+        teachers=None,
+        outputs="auto",
         name="distiller",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        self._teacher_path = None
-        if isinstance(teacher, str):
-            self._teacher_path = teacher
-            teacher = keras.saving.load_model(teacher, compile=False)
-        validation.check_model("teacher", teacher)
+        names, models, paths = _teachers.normalize_teachers(teacher, teachers)
         validation.check_model("student", student)
-        if teacher is student:
-            raise ValueError(
-                "Arguments `teacher` and `student` are the same model. "
-                "Distillation needs a separate student to train."
-            )
+        for model in models:
+            if model is student:
+                raise ValueError(
+                    "Arguments `teacher` and `student` are the same model. "
+                    "Distillation needs a separate student to train."
+                )
         validation.check_student_trainable(student)
-        self._initial_alpha = validation.check_unit_interval("alpha", alpha)
+        self.teacher_names = names
+        self._teacher_paths = paths
+        self._several_teachers = teachers is not None or len(models) > 1
+        self._balanced = alpha is not None or terms is None
+        self._initial_alpha = validation.check_unit_interval(
+            "alpha", 0.5 if alpha is None else alpha
+        )
+        self._alpha_given = alpha
         self._initial_temperature = validation.check_positive_number(
             "temperature", temperature
         )
-        self.teacher_outputs = validation.check_teacher_outputs_mode(
-            teacher_outputs
+        self.teacher_outputs = validation.check_one_of(
+            "teacher_outputs", teacher_outputs,
+            ("auto", "logits", "probabilities"))
+        self.scale_by_temperature_squared = validation.check_bool(
+            "scale_by_temperature_squared", scale_by_temperature_squared
         )
-        self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
         self.save_teacher = bool(save_teacher)
-        if self._initial_alpha == 1.0:
+        if alpha == 1.0:
             warnings.warn(
                 "`alpha=1.0` puts no weight on the teacher: this trains the "
                 "student on labels alone.",
@@ -156,22 +170,18 @@ class Distiller(BackendSteps, keras.Model):
             )
 
         self.num_classes = model_utils.num_classes(student)
-        validation.check_class_counts(
-            model_utils.num_classes(teacher), self.num_classes
+        _teachers.check_class_counts(names, models, self.num_classes)
+        self.outputs = _teachers.detect_outputs(
+            outputs, models, student, self.num_classes
         )
-        how = model_utils.detect_probabilities(student)
-        if how:
-            raise validation.student_probabilities_error(student.name, how)
-        self._convert_teacher_probabilities = teacher_outputs == "probabilities"
-        if teacher_outputs == "auto":
-            how = model_utils.detect_probabilities(teacher)
-            if how:
-                warnings.warn(
-                    validation.teacher_probabilities_message(teacher.name, how),
-                    UserWarning,
-                    stacklevel=2,
-                )
-                self._convert_teacher_probabilities = True
+        self._outputs_arg = outputs
+        _teachers.check_student_logits(student, self.outputs)
+        self._convert_probabilities = [
+            _teachers.converts_probabilities(t, teacher_outputs, self.outputs)
+            for t in models
+        ]
+        # The first teacher's, for code that distils from one teacher.
+        self._convert_teacher_probabilities = self._convert_probabilities[0]
         self.teacher_preprocessing = teacher_preprocessing
         self.student_preprocessing = student_preprocessing
         if augmentation is not None and not callable(augmentation):
@@ -181,17 +191,27 @@ class Distiller(BackendSteps, keras.Model):
             )
         self.augmentation = augmentation
         if teacher_preprocessing is None and student_preprocessing is None:
-            t_shapes = model_utils.input_shapes(teacher)
             s_shapes = model_utils.input_shapes(student)
-            if t_shapes and s_shapes and not _shapes_compatible(
-                t_shapes, s_shapes
-            ):
-                raise validation.input_shape_mismatch_error(t_shapes, s_shapes)
+            for model in models:
+                t_shapes = model_utils.input_shapes(model)
+                if t_shapes and s_shapes and not _shapes_compatible(
+                    t_shapes, s_shapes
+                ):
+                    raise ValueError(
+                        "The teacher and the student take inputs of different "
+                        "shapes, and no preprocessing maps the batch to both. "
+                        "Pass `teacher_preprocessing=` and/or "
+                        "`student_preprocessing=` (for example "
+                        "`keras.layers.Resizing(...)`) so each model receives "
+                        f"the shape it expects. Received: teacher input "
+                        f"{t_shapes}, student input {s_shapes}"
+                    )
 
-        teacher.trainable = False
+        for model in models:
+            model.trainable = False
         if isinstance(teacher_preprocessing, keras.layers.Layer):
             teacher_preprocessing.trainable = False
-        self.teacher = teacher
+        self._teacher_models = models
         self.student = student
 
         self._alpha = self.add_weight(
@@ -209,25 +229,46 @@ class Distiller(BackendSteps, keras.Model):
             name="temperature",
         )
         self.features = list(features or [])
+        self._user_terms = None if terms is None else list(terms)
+        if terms is None:
+            terms = [
+                HardLoss(),
+                SoftTargets(scale_by_temperature_squared=(
+                    self.scale_by_temperature_squared)),
+            ]
+        self.terms = list(terms) + self.features
+        self._check_terms()
         self._build_views()
-
-        self.hard_loss_tracker = keras.metrics.Mean(name="hard_loss")
-        self.soft_loss_tracker = keras.metrics.Mean(name="soft_loss")
+        self.term_trackers = [
+            keras.metrics.Mean(name=term.log_name) for term in self.terms
+        ]
         self.teacher_agreement_tracker = keras.metrics.Mean(
             name="teacher_agreement"
         )
-        self.feature_trackers = [
-            keras.metrics.Mean(name=match.log_name) for match in self.features
-        ]
-        self._hard_loss_fn = _hard_loss.resolve_hard_loss(None)
         self.built = True
 
     # ------------------------------------------------------------------
     # Public attributes.
 
     @property
+    def teacher(self):
+        """The teacher (a Distiller with several: see `teachers`)."""
+        if len(self._teacher_models) > 1:
+            raise AttributeError(
+                f"This Distiller has {len(self._teacher_models)} teachers "
+                f"{self.teacher_names}; `distiller.teacher` names one. Use "
+                "`distiller.teachers` (a dict name -> model)."
+            )
+        return self._teacher_models[0]
+
+    @property
+    def teachers(self):
+        """Dict `{name: model}` of the teachers, in order."""
+        return dict(zip(self.teacher_names, self._teacher_models))
+
+    @property
     def alpha(self):
-        """The `keras.Variable` holding the weight of the hard loss."""
+        """The `keras.Variable` holding the weight of the label terms."""
         return self._alpha
 
     @alpha.setter
@@ -246,36 +287,67 @@ class Distiller(BackendSteps, keras.Model):
         )
 
     # ------------------------------------------------------------------
-    # Views: one forward pass gives the logits and every matched layer.
+    # Terms and views: one forward pass per model gives every read tensor.
+
+    def _check_terms(self):
+        for term in self.terms:
+            if not isinstance(term, Term):
+                raise TypeError(
+                    "Every distillation term must be a `keras_kd.Term` (e.g. "
+                    "`keras_kd.SoftTargets`, `keras_kd.FeatureMatch`, or a "
+                    f"subclass of your own). Received: {term!r} of type "
+                    f"{type(term).__name__}"
+                )
+            term._attach(self.outputs, self._temperature)
+        names = [term.log_name for term in self.terms]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                "Two distillation terms have the same name, so their history "
+                "keys would collide. Give each a distinct `name=`. Received "
+                f"duplicate names: {duplicates}"
+            )
+        if not any(term.uses_teacher for term in self.terms):
+            raise ValueError(
+                "None of the distillation terms reads the teacher, so this "
+                "would train the student on labels alone. Add a term such as "
+                "`keras_kd.SoftTargets()`. Received terms: "
+                f"{[term.log_name for term in self.terms]}"
+            )
 
     def _build_views(self):
-        teacher_taps, student_taps = [], []
-        self._feature_indices = []
-        for match in self.features:
-            if not getattr(match, "_is_keras_kd_match", False):
-                raise TypeError(
-                    "Argument `features` must be a list of "
-                    "`keras_kd.FeatureMatch` or `keras_kd.RelationMatch`. "
-                    f"Received an item {match!r}"
-                )
-            t_index = _tap(self.teacher, match.teacher_layer, "teacher",
-                           teacher_taps)
-            s_index = _tap(self.student, match.student_layer, "student",
+        teacher_taps = [[] for _ in self._teacher_models]
+        student_taps = []
+        self._reads = []
+        for term in self.terms:
+            t_read = None
+            if term.uses_teacher:
+                t_read = self._teacher_read(term, teacher_taps)
+            s_index = _tap(self.student, term.student_layer, "student",
                            student_taps)
-            t_shape = _tap_shape(self.teacher, teacher_taps, t_index)
             s_shape = _tap_shape(self.student, student_taps, s_index)
-            match.build_for(t_shape, s_shape)
-            self._feature_indices.append((t_index, s_index))
-        self._teacher_tap_names = [
-            _tensor_layer_name(t) for t in teacher_taps
+            if t_read is None:
+                t_shape = None
+            elif isinstance(t_read, list):
+                t_shape = [
+                    _tap_shape(self._teacher_models[i], teacher_taps[i], j)
+                    for i, j in t_read
+                ]
+            else:
+                i, j = t_read
+                t_shape = _tap_shape(self._teacher_models[i],
+                                     teacher_taps[i], j)
+            term.build_for(t_shape, s_shape)
+            self._reads.append((t_read, s_index))
+        self._teacher_tap_names_per_teacher = [
+            [_tensor_layer_name(t) for t in taps] for taps in teacher_taps
         ]
-        self._teacher_view = (
-            model_utils.feature_view(
-                self.teacher, teacher_taps, f"{self.teacher.name}_taps"
-            )
-            if teacher_taps
-            else None
-        )
+        self._teacher_tap_names = self._teacher_tap_names_per_teacher[0]
+        self._teacher_views = [
+            model_utils.feature_view(model, taps, f"{model.name}_taps")
+            if taps else None
+            for model, taps in zip(self._teacher_models, teacher_taps)
+        ]
         self._student_view = (
             model_utils.feature_view(
                 self.student, student_taps, f"{self.student.name}_taps"
@@ -283,6 +355,26 @@ class Distiller(BackendSteps, keras.Model):
             if student_taps
             else None
         )
+
+    def _teacher_read(self, term, teacher_taps):
+        """`(teacher, tap)` a term reads, or a list of them (ensemble)."""
+        if term.teacher is not None:
+            indices = [_teachers.teacher_index(
+                self.teacher_names, term.teacher, term.log_name)]
+        elif len(self._teacher_models) == 1:
+            indices = [0]
+        elif term.teacher_layer is None:
+            return [(i, 0) for i in range(len(self._teacher_models))]
+        else:
+            raise ValueError(
+                f"The term {term.log_name!r} reads the teacher layer "
+                f"{term.teacher_layer!r}, but this Distiller has several "
+                f"teachers {self.teacher_names}. Name one: "
+                f"`teacher='{self.teacher_names[0]}'`. Received: teacher=None"
+            )
+        i = indices[0]
+        return (i, _tap(self._teacher_models[i], term.teacher_layer,
+                        "teacher", teacher_taps[i]))
 
     def _forward(self, model, view, inputs, training):
         if view is None:
@@ -295,54 +387,100 @@ class Distiller(BackendSteps, keras.Model):
             return x
         if cached is not None:
             raise validation.augmented_cache_error()
-        return self.augmentation(x, training=True)
+        if isinstance(self.augmentation, keras.layers.Layer):
+            return self.augmentation(x, training=True)
+        return self.augmentation(x)
 
     def _teacher_outputs(self, x, cached):
-        """Teacher logits and tapped features (index 0 = logits)."""
+        """Per teacher, `[logits, *tapped features]` (float32 logits)."""
         if cached is not None:
             return self._cached_teacher_outputs(cached)
         inputs = _apply(self.teacher_preprocessing, x)
-        outputs = self._forward(
-            self.teacher, self._teacher_view, inputs, training=False
-        )
-        logits = ops.cast(outputs[0], "float32")
-        if self._convert_teacher_probabilities:
-            logits = ops.log(ops.maximum(logits, 1e-30))
-        outputs[0] = logits
-        return [ops.stop_gradient(o) for o in outputs]
+        result = []
+        for model, view, convert in zip(
+            self._teacher_models, self._teacher_views,
+            self._convert_probabilities,
+        ):
+            outputs = self._forward(model, view, inputs, training=False)
+            logits = outputs[0]
+            if convert:
+                logits = _teachers.to_logits(logits, self.outputs)
+            outputs[0] = ops.cast(logits, "float32")
+            result.append([ops.stop_gradient(o) for o in outputs])
+        return result
 
     def _cached_teacher_outputs(self, cached):
         logits = cached[TEACHER_LOGITS_KEY]
-        if logits.shape[-1] != self.num_classes:
-            raise validation.cache_mismatch_error(
-                "the number of classes",
-                self.num_classes,
-                logits.shape[-1],
-            )
-        outputs = [ops.cast(logits, "float32")]
         features = cached.get(TEACHER_FEATURES_KEY) or {}
-        for name in self._teacher_tap_names:
-            if name not in features:
+        several = len(self._teacher_models) > 1
+        if several != isinstance(logits, dict):
+            raise validation.cache_mismatch_error(
+                "the number of teachers", len(self._teacher_models),
+                len(logits) if isinstance(logits, dict) else 1,
+            )
+        result = []
+        for name, taps in zip(self.teacher_names,
+                              self._teacher_tap_names_per_teacher):
+            t_logits = logits[name] if several else logits
+            t_features = features.get(name, {}) if several else features
+            if t_logits.shape[-1] != self.num_classes:
                 raise validation.cache_mismatch_error(
-                    "a matched teacher layer is missing",
-                    sorted(self._teacher_tap_names),
-                    sorted(features),
+                    "the number of classes", self.num_classes,
+                    t_logits.shape[-1],
                 )
-            outputs.append(features[name])
-        return [ops.stop_gradient(o) for o in outputs]
+            outputs = [ops.cast(t_logits, "float32")]
+            for tap in taps:
+                if tap not in t_features:
+                    raise validation.cache_mismatch_error(
+                        "a matched teacher layer is missing",
+                        sorted(taps), sorted(t_features),
+                    )
+                outputs.append(t_features[tap])
+            result.append([ops.stop_gradient(o) for o in outputs])
+        return result
 
-    def fit(self, x=None, y=None, batch_size=None, **kwargs):
-        """As `keras.Model.fit`; refuses `batch_size=1` with relation terms."""
-        if batch_size == 1 and any(
-            match.relational for match in self.features
-        ):
-            names = [m.log_name for m in self.features if m.relational]
+    def fit(self, x=None, y=None, batch_size=None, sample_weight=None,
+            callbacks=None, **kwargs):
+        """As `keras.Model.fit`, with the Distiller's checks first.
+
+        Labels and sample weights are checked before training (arrays) or on
+        the first batch (a `tf.data.Dataset` or `PyDataset`); `batch_size=1`
+        is refused with relation terms; `alpha` and `temperature` must hold
+        valid values. Terms with an `on_epoch_begin(epoch)` method are told
+        the epoch.
+        """
+        relational = [t.log_name for t in self.terms if t.relational]
+        if batch_size == 1 and relational:
             raise ValueError(
-                f"The relation losses {names} compare the samples of a batch "
-                "with each other and need at least 2 samples per batch. "
+                f"The relation terms {relational} compare the samples of a "
+                "batch with each other and need at least 2 samples per batch. "
                 "Received: batch_size=1. Use a larger batch size."
             )
-        return super().fit(x, y, batch_size=batch_size, **kwargs)
+        self.alpha = float(ops.convert_to_numpy(self._alpha))
+        self.temperature = float(ops.convert_to_numpy(self._temperature))
+        self._check_fit_inputs(x, y, sample_weight)
+        hooks = [t for t in self.terms if hasattr(t, "on_epoch_begin")]
+        if hooks:
+            callbacks = list(callbacks or []) + [_TermEpochs(hooks)]
+        return super().fit(x, y, batch_size=batch_size,
+                           sample_weight=sample_weight, callbacks=callbacks,
+                           **kwargs)
+
+    def _check_fit_inputs(self, x, y, sample_weight):
+        if y is None:
+            batch = _inputs.first_batch(x)
+            if batch is None:
+                return
+            _, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
+                tuple(batch) if isinstance(batch, list) else batch)
+            where = "the first batch's labels"
+        else:
+            where = "y"
+            n = len(y[LABELS_KEY]) if isinstance(y, dict) and \
+                y.get(LABELS_KEY) is not None else _length(y)
+            _inputs.check_sample_weight(sample_weight, n)
+        labels, _ = self._split_targets(y)
+        _inputs.check_labels(labels, self.num_classes, self.outputs, where)
 
     def export_student(self, path, **kwargs):
         """Writes the student (never the teacher or heads) to `.tflite`.
@@ -378,7 +516,9 @@ class Distiller(BackendSteps, keras.Model):
         """Total loss, the logged terms and the student logits of a batch.
 
         Every term is `sum over this replica / count over all replicas`, so
-        the gradients summed over replicas equal those of one device.
+        the gradients summed over replicas equal those of one device. The
+        loop is the same for every term; what differs comes from the term's
+        declarations (`needs_labels`, `relational`, `response`).
         """
         inputs = _apply(self.student_preprocessing, x)
         student = self._forward(
@@ -391,85 +531,92 @@ class Distiller(BackendSteps, keras.Model):
         else:
             weights = ops.reshape(ops.cast(sample_weight, "float32"), (batch,))
         count = self._global_sum(ops.cast(batch, "float32"))
-
-        soft_values = soft_target_kl(
-            teacher[0],
-            logits,
-            self._temperature,
-            self.scale_by_temperature_squared,
-        )
-        soft = ops.sum(weights * soft_values) / count
-        terms = {"soft_loss": (soft, count)}
-        alpha = ops.cast(self._alpha, "float32")
+        mask = labeled = None
         if labels is not None:
-            mask = label_mask(labels, self.num_classes)
+            mask = label_mask(labels, self.num_classes, self.outputs)
             labeled = self._global_sum(ops.sum(mask))
-            hard_values = self._hard_loss_fn(labels, logits)
-            hard = ops.divide_no_nan(
-                ops.sum(weights * mask * hard_values), labeled
-            )
-            alpha = ops.where(labeled > 0, alpha, ops.zeros_like(alpha))
-            total = alpha * hard + (1.0 - alpha) * soft
-            terms["hard_loss"] = (hard, labeled)
-        else:
-            total = soft
-        for match, (t_index, s_index) in zip(
-            self.features, self._feature_indices
-        ):
-            if match.relational:
+        alpha = self._effective_alpha(labeled)
+        total = ops.zeros((), "float32")
+        terms = {"loss": (None, count)}
+        for term, (t_read, s_index) in zip(self.terms, self._reads):
+            if term.needs_labels and labels is None:
+                continue
+            t_in = _select(teacher, t_read)
+            s_in = student[s_index]
+            if term.relational:
                 # Relations span the global batch: gather it from every
                 # replica, keep this replica's rows.
-                values = self._local_rows(match(
-                    self._gather_batch(teacher[t_index]),
-                    self._gather_batch(student[s_index]),
+                gather = self._gather_batch
+                values = self._local_rows(term(
+                    _map(gather, t_in), gather(s_in),
+                    labels=None if labels is None else gather(labels),
                 ), batch)
             else:
-                values = match(teacher[t_index], student[s_index])
-            term = ops.sum(weights * values) / count
-            total = total + match.weight * term
-            terms[match.log_name] = (term, count)
+                values = term(t_in, s_in, labels=labels)
+            values = ops.cast(values, "float32")
+            if term.needs_labels:
+                value = ops.divide_no_nan(
+                    ops.sum(weights * mask * values), labeled)
+                terms[term.log_name] = (value, labeled)
+            else:
+                value = ops.sum(weights * values) / count
+                terms[term.log_name] = (value, count)
+            total = total + _term_scale(term, alpha) * value
         regularization = self.student.losses + [
-            loss for match in self.features for loss in match.losses
+            loss for term in self.terms for loss in term.losses
         ]
         if regularization:
             # As Keras' `compute_loss`: one share per replica.
             total = total + ops.sum(ops.stack(regularization)) / (
                 count / ops.cast(batch, "float32")
             )
+        total = self._guard_variables(total)
+        terms["loss"] = (total, count)
         return total, terms, logits
+
+    def _effective_alpha(self, labeled):
+        """`alpha`, 0 for a batch without labels, None when unbalanced."""
+        if not self._balanced:
+            return None
+        if labeled is None:
+            return ops.zeros((), "float32")
+        alpha = ops.cast(self._alpha, "float32")
+        return ops.where(labeled > 0, alpha, ops.zeros_like(alpha))
+
+    def _guard_variables(self, total):
+        # `alpha.assign(5)` or `temperature.assign(-3)` bypass the setters'
+        # checks; inside a traced step the loss then becomes NaN (and
+        # `fit` refuses such values before it starts).
+        alpha = ops.cast(self._alpha, "float32")
+        temperature = ops.cast(self._temperature, "float32")
+        valid = ops.logical_and(
+            ops.logical_and(alpha >= 0.0, alpha <= 1.0), temperature > 0.0
+        )
+        return ops.where(valid, total, ops.full_like(total, float("nan")))
 
     def _update_loss_trackers(self, loss, terms):
         # Each logged value is the global (all-replica) value, weighted by
         # its count, so a Mean over replicas and batches is exact.
-        loss = self._global_sum(loss)
-        count = terms["soft_loss"][1]
-        self._loss_tracker.update_state(loss, sample_weight=count)
-        soft, _ = terms["soft_loss"]
-        self.soft_loss_tracker.update_state(
-            self._global_sum(soft), sample_weight=count
+        _, count = terms["loss"]
+        self._loss_tracker.update_state(
+            self._global_sum(loss), sample_weight=count
         )
-        if "hard_loss" in terms:
-            hard, labeled = terms["hard_loss"]
-            self.hard_loss_tracker.update_state(
-                self._global_sum(hard), sample_weight=labeled
-            )
-        for match, tracker in zip(self.features, self.feature_trackers):
-            term, _ = terms[match.log_name]
-            tracker.update_state(self._global_sum(term), sample_weight=count)
+        for term, tracker in zip(self.terms, self.term_trackers):
+            if term.log_name in terms:
+                value, n = terms[term.log_name]
+                tracker.update_state(self._global_sum(value), sample_weight=n)
 
     def _update_metrics(self, labels, logits, teacher, sample_weight):
-        agreement = ops.cast(
-            ops.argmax(logits, axis=-1) == ops.argmax(teacher[0], axis=-1),
-            "float32",
-        )
+        teacher_logits = [outputs[0] for outputs in teacher]
         self.teacher_agreement_tracker.update_state(
-            agreement, sample_weight=sample_weight
+            _agreement(logits, teacher_logits, self.outputs),
+            sample_weight=sample_weight,
         )
         logs = self.compute_metrics(None, labels, logits, sample_weight)
         if labels is None:
             # Without labels the label metrics saw nothing: leave them out of
             # the logs rather than report a misleading 0.
-            unlabeled = {"hard_loss"}
+            unlabeled = {t.log_name for t in self.terms if t.needs_labels}
             if self._compile_metrics is not None:
                 unlabeled.update(
                     m.name for m in self._compile_metrics.metrics
@@ -481,21 +628,26 @@ class Distiller(BackendSteps, keras.Model):
         """Updates the compiled metrics on the labeled samples only.
 
         `metrics` stay unweighted and `weighted_metrics` use the sample
-        weights, as in Keras; unlabeled samples are left out of both.
+        weights, as in Keras; unlabeled samples are left out of both. For
+        sigmoid outputs the metrics see `sigmoid(logits)`, so Keras'
+        thresholds at 0.5 apply.
         """
         labels, _ = self._split_targets(y)
         metrics = self._compile_metrics
         if labels is not None and metrics is not None:
-            mask = label_mask(labels, self.num_classes)
+            mask = label_mask(labels, self.num_classes, self.outputs)
             weighted = mask
             if sample_weight is not None:
                 weighted = mask * ops.reshape(
                     ops.cast(sample_weight, "float32"), ops.shape(mask)
                 )
-            safe = labels
-            if not (
-                len(labels.shape) >= 2 and labels.shape[-1] == self.num_classes
-            ):
+            if self.outputs == "sigmoid":
+                y_pred = ops.sigmoid(ops.cast(y_pred, "float32"))
+                safe = ops.reshape(ops.maximum(ops.cast(labels, "float32"),
+                                               0.0), ops.shape(y_pred))
+            elif is_dense_labels(labels, self.num_classes):
+                safe = labels
+            else:
                 safe = ops.where(labels >= 0, labels, ops.zeros_like(labels))
             if not metrics.built:
                 metrics.build(safe, y_pred)
@@ -518,16 +670,20 @@ class Distiller(BackendSteps, keras.Model):
 
         Args:
             optimizer: Optimizer or its string id. Defaults to `"adam"`.
-            loss: The hard (label) loss. `None` (default) is cross-entropy
-                from logits with sparse or one-hot labels, decided by the label
-                shape. The Keras ids `"sparse_categorical_crossentropy"` and
+            loss: The hard (label) loss of the label terms
+                (`keras_kd.HardLoss`). `None` (default) is cross-entropy from
+                logits: softmax cross-entropy with sparse or one-hot labels,
+                decided by the label shape, or binary cross-entropy for
+                sigmoid outputs. The Keras ids `"sparse_categorical_crossentropy"` and
                 `"categorical_crossentropy"` also mean "from logits" here.
                 Any other Keras loss works per sample.
             metrics: Metrics of the student's logits against the labels, e.g.
                 `["accuracy"]`. They skip unlabeled samples.
             **kwargs: Other `keras.Model.compile` arguments.
         """
-        self._hard_loss_fn = _hard_loss.resolve_hard_loss(loss)
+        for term in self.terms:
+            if hasattr(term, "set_label_loss"):
+                term.set_label_loss(loss)
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             metrics = [metrics]
         super().compile(optimizer=optimizer, loss=None, metrics=metrics,
@@ -576,20 +732,32 @@ class Distiller(BackendSteps, keras.Model):
         return [n for n in names if n not in _TEACHER_ATTRIBUTES]
 
     def get_config(self):
-        if self.save_teacher:
-            teacher = keras.saving.serialize_keras_object(self.teacher)
+        teachers = []
+        for model, path in zip(self._teacher_models, self._teacher_paths):
+            if self.save_teacher:
+                teachers.append(keras.saving.serialize_keras_object(model))
+            else:
+                teachers.append(path)
+        if self._several_teachers:
+            teacher, teachers = None, dict(zip(self.teacher_names, teachers))
         else:
-            teacher = self._teacher_path
+            teacher, teachers = teachers[0], None
         return {
             "name": self.name,
             "trainable": self.trainable,
             "teacher": teacher,
+            "teachers": teachers,
             "student": keras.saving.serialize_keras_object(self.student),
-            "alpha": self._initial_alpha,
+            "alpha": self._alpha_given,
             "temperature": self._initial_temperature,
             "features": [
                 keras.saving.serialize_keras_object(m) for m in self.features
             ],
+            "terms": None if self._user_terms is None else [
+                keras.saving.serialize_keras_object(t)
+                for t in self._user_terms
+            ],
+            "outputs": self._outputs_arg,
             "scale_by_temperature_squared": self.scale_by_temperature_squared,
             "teacher_outputs": self.teacher_outputs,
             "teacher_preprocessing": _serialize_optional(
@@ -605,27 +773,35 @@ class Distiller(BackendSteps, keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = config.copy()
+
+        def load(value):
+            if isinstance(value, dict) and "class_name" in value:
+                return keras.saving.deserialize_keras_object(
+                    value, custom_objects=custom_objects)
+            return value
+
         override = _TEACHER_FOR_LOADING.get()
         if override is not None:
-            config["teacher"] = override
-        elif isinstance(config.get("teacher"), dict):
-            config["teacher"] = keras.saving.deserialize_keras_object(
-                config["teacher"], custom_objects=custom_objects
-            )
-        elif config.get("teacher") is None:
-            raise validation.missing_teacher_error()
+            config["teacher"], config["teachers"] = None, None
+            key = "teachers" if isinstance(override, (list, tuple, dict)) \
+                else "teacher"
+            config[key] = override
+        else:
+            config["teacher"] = load(config.get("teacher"))
+            teachers = config.get("teachers")
+            if isinstance(teachers, dict):
+                teachers = {k: load(v) for k, v in teachers.items()}
+            config["teachers"] = teachers
+            missing = config["teacher"] is None and (
+                teachers is None or any(v is None for v in teachers.values()))
+            if missing:
+                raise validation.missing_teacher_error()
         for key in ("student", "teacher_preprocessing",
                     "student_preprocessing", "augmentation"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(
-                    config[key], custom_objects=custom_objects
-                )
-        config["features"] = [
-            keras.saving.deserialize_keras_object(
-                m, custom_objects=custom_objects
-            )
-            for m in config.get("features") or []
-        ]
+            config[key] = load(config.get(key))
+        for key in ("features", "terms"):
+            if config.get(key) is not None:
+                config[key] = [load(m) for m in config[key]]
         return cls(**config)
 
 
@@ -635,7 +811,7 @@ def load_distiller(path, teacher=None, custom_objects=None, compile=True):
     Args:
         path: Path of the `.keras` file.
         teacher: The teacher: a `keras.Model`, or the path of its `.keras`
-            file. Needed when the Distiller was saved without its teacher
+            file (a list or dict of them for several teachers). Needed when the Distiller was saved without its teacher
             (the default); overrides a saved teacher otherwise.
         custom_objects: As in `keras.saving.load_model`.
         compile: Boolean, restore the compiled state (optimizer included) so
@@ -653,8 +829,6 @@ def load_distiller(path, teacher=None, custom_objects=None, compile=True):
     distiller.fit(x, y, epochs=5)  # resumes
     ```
     """
-    if isinstance(teacher, str):
-        teacher = keras.saving.load_model(teacher, compile=False)
     token = _TEACHER_FOR_LOADING.set(teacher)
     try:
         return keras.saving.load_model(
@@ -704,9 +878,73 @@ def _tap(model, layer, role, taps):
 
 def _tap_shape(model, taps, index):
     if index == 0:
-        return tuple(model_utils.output_spec(model).shape)
+        spec = model_utils.output_spec(model)
+        return None if spec is None else tuple(spec.shape)
     return tuple(taps[index - 1].shape)
 
 
 def _tensor_layer_name(tensor):
     return tensor._keras_history.operation.name
+
+
+def _select(teacher, read):
+    """What a term reads from the teachers' outputs (see `_teacher_read`)."""
+    if read is None:
+        return None
+    if isinstance(read, list):
+        return [teacher[i][j] for i, j in read]
+    i, j = read
+    return teacher[i][j]
+
+
+def _map(fn, value):
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [fn(v) for v in value]
+    return fn(value)
+
+
+def _term_scale(term, alpha):
+    """The weight of a term: its own, times `alpha` for label terms and
+    `1 - alpha` for response terms when the Distiller balances them."""
+    if alpha is None:
+        return term.weight
+    if term.needs_labels:
+        return term.weight * alpha
+    if term.response:
+        return term.weight * (1.0 - alpha)
+    return term.weight
+
+
+def _agreement(logits, teacher_logits, outputs):
+    """Per sample: does the student decide as the (ensembled) teachers?"""
+    logits = ops.cast(logits, "float32")
+    if outputs == "sigmoid":
+        p_t = sum(ops.sigmoid(t) for t in teacher_logits) / len(
+            teacher_logits)
+        same = ops.cast((logits > 0) == (p_t > 0.5), "float32")
+        return ops.mean(same, axis=-1)
+    p_t = sum(ops.softmax(t, axis=-1) for t in teacher_logits)
+    return ops.cast(
+        ops.argmax(logits, axis=-1) == ops.argmax(p_t, axis=-1), "float32"
+    )
+
+
+def _length(data):
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+class _TermEpochs(keras.callbacks.Callback):
+    """Tells terms with an `on_epoch_begin(epoch)` hook the epoch."""
+
+    def __init__(self, terms):
+        super().__init__()
+        self._terms = terms
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for term in self._terms:
+            term.on_epoch_begin(epoch)

@@ -6,55 +6,41 @@ from keras import ops
 from keras_kd import losses as kd_losses
 from keras_kd.losses._ops import mean_over_inner_axes as _mean_over_inner_axes
 from keras_kd.projection import build_projection
-from keras_kd.utils import validation
-
-# Losses that compare the samples of a batch with each other.
-_RELATION_LOSSES = ("RKDDistance", "RKDAngle", "SimilarityPreserving", "PKT")
-# Losses that compare features of any two shapes, so they need no head.
-_SHAPE_FREE_LOSSES = ("AttentionTransfer",) + _RELATION_LOSSES
-
+from keras_kd.terms.base import Term
+from keras_kd.terms.base import _layer_name
 
 def _loss_name(loss):
     return loss if isinstance(loss, str) else type(loss).__name__
-
-
-def _layer_name(layer):
-    if layer is None or isinstance(layer, str):
-        return layer
-    return layer.name
 
 
 def _describe(shape):
     return "(None, " + ", ".join(str(d) for d in shape[1:]) + ")"
 
 
-class _Match(keras.layers.Layer):
-    """Shared part of FeatureMatch and RelationMatch."""
-
-    _is_keras_kd_match = True
+class _Match(Term):
+    """Shared part of FeatureMatch and RelationMatch: a term that compares
+    two hidden layers with a `keras_kd.losses` loss."""
 
     def __init__(self, teacher_layer, student_layer, loss, weight, name,
-                 **kwargs):
-        # The history key may hold "/", which Keras layer names may not.
-        self._log_name = name
-        super().__init__(name=name.replace("/", "_"), **kwargs)
-        # Layers are stored by name only: tracking a layer object here would
-        # make it a sublayer of the match.
-        self.teacher_layer = _layer_name(teacher_layer)
-        self.student_layer = _layer_name(student_layer)
+                 teacher=None, **kwargs):
+        super().__init__(weight=weight, teacher_layer=teacher_layer,
+                         student_layer=student_layer, teacher=teacher,
+                         name=name, **kwargs)
         self.loss_id = loss if isinstance(loss, str) else None
         self.loss_fn = kd_losses.get(loss)
-        self.weight = validation.check_non_negative_number("weight", weight)
 
     @property
     def relational(self):
-        """True if the loss compares samples of the batch with each other."""
-        return type(self.loss_fn).__name__ in _RELATION_LOSSES
+        """True if the loss compares samples of the batch with each other.
+
+        Read from the loss's own declaration (`relational = True` on the
+        relation losses), never from its class name.
+        """
+        return bool(getattr(self.loss_fn, "relational", False))
 
     @property
-    def log_name(self):
-        """The key of this term in the `fit` history."""
-        return self._log_name
+    def _shape_free(self):
+        return bool(getattr(self.loss_fn, "shape_free", False))
 
     def per_sample(self, teacher_features, student_features):
         values = self.loss_fn.call(
@@ -67,14 +53,19 @@ class _Match(keras.layers.Layer):
         loss = self.loss_id or keras.saving.serialize_keras_object(
             self.loss_fn
         )
-        return {
-            **super().get_config(),
-            "name": self._log_name,
-            "teacher_layer": self.teacher_layer,
-            "student_layer": self.student_layer,
-            "loss": loss,
-            "weight": self.weight,
-        }
+        config = super().get_config()
+        config["loss"] = loss
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = config.copy()
+        for key in ("loss", "projection"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key]
+                )
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -153,7 +144,7 @@ class FeatureMatch(_Match):
 
     def build_for(self, teacher_shape, student_shape):
         """Creates the projection head for the two feature shapes."""
-        shape_free = type(self.loss_fn).__name__ in _SHAPE_FREE_LOSSES
+        shape_free = self._shape_free
         same = tuple(teacher_shape[1:]) == tuple(student_shape[1:])
         if self.projection == "auto" and not same and not shape_free:
             self.head = build_projection(
@@ -182,7 +173,7 @@ class FeatureMatch(_Match):
                 )
         self.built = True
 
-    def call(self, teacher_features, student_features):
+    def call(self, teacher_features, student_features, labels=None):
         if self.head is not None:
             student_features = self.head(student_features)
         return self.per_sample(teacher_features, student_features)
@@ -195,19 +186,6 @@ class FeatureMatch(_Match):
         config.update({"projection": projection,
                        "batch_norm": self.batch_norm})
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = config.copy()
-        if isinstance(config.get("projection"), dict):
-            config["projection"] = keras.saving.deserialize_keras_object(
-                config["projection"]
-            )
-        if isinstance(config.get("loss"), dict):
-            config["loss"] = keras.saving.deserialize_keras_object(
-                config["loss"]
-            )
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -264,7 +242,7 @@ class RelationMatch(_Match):
             )
         self.built = True
 
-    def call(self, teacher_features, student_features):
+    def call(self, teacher_features, student_features, labels=None):
         batch = teacher_features.shape[0]
         if batch == 1:
             # A last batch of one sample (e.g. 449 samples in batches of 64)
@@ -274,17 +252,7 @@ class RelationMatch(_Match):
         return self.per_sample(teacher_features, student_features)
 
     def get_config(self):
-        config = self._config()
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = config.copy()
-        if isinstance(config.get("loss"), dict):
-            config["loss"] = keras.saving.deserialize_keras_object(
-                config["loss"]
-            )
-        return cls(**config)
+        return self._config()
 
 
 def _default_weight(loss):

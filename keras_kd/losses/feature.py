@@ -527,6 +527,9 @@ class AttentionTransfer(keras.losses.Loss):
     - [Zagoruyko & Komodakis, 2017](https://arxiv.org/abs/1612.03928)
     """
 
+    # Compares maps of any widths: needs no projection head.
+    shape_free = True
+
     def __init__(
         self,
         p=2.0,

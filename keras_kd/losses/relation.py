@@ -384,6 +384,11 @@ class RKDDistance(keras.losses.Loss):
     - [Park et al., 2019](https://arxiv.org/abs/1904.05068)
     """
 
+    # Compares the samples of a batch with each other (read by the
+    # Distiller, which then feeds it the global batch); needs no head.
+    relational = True
+    shape_free = True
+
     def __init__(
         self, reduction="sum_over_batch_size", name="rkd_distance", dtype=None
     ):
@@ -421,6 +426,11 @@ class RKDAngle(keras.losses.Loss):
     Reference:
     - [Park et al., 2019](https://arxiv.org/abs/1904.05068)
     """
+
+    # Compares the samples of a batch with each other (read by the
+    # Distiller, which then feeds it the global batch); needs no head.
+    relational = True
+    shape_free = True
 
     def __init__(
         self, reduction="sum_over_batch_size", name="rkd_angle", dtype=None
@@ -460,6 +470,11 @@ class SimilarityPreserving(keras.losses.Loss):
     Reference:
     - [Tung & Mori, 2019](https://arxiv.org/abs/1907.09682)
     """
+
+    # Compares the samples of a batch with each other (read by the
+    # Distiller, which then feeds it the global batch); needs no head.
+    relational = True
+    shape_free = True
 
     def __init__(
         self,
@@ -503,6 +518,11 @@ class PKT(keras.losses.Loss):
     Reference:
     - [Passalis & Tefas, 2018](https://arxiv.org/abs/1803.10837)
     """
+
+    # Compares the samples of a batch with each other (read by the
+    # Distiller, which then feeds it the global batch); needs no head.
+    relational = True
+    shape_free = True
 
     def __init__(
         self,
