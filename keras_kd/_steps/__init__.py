@@ -12,10 +12,12 @@ if _BACKEND == "tensorflow":
     from keras_kd._steps.tensorflow import TensorFlowSteps as BackendSteps
 elif _BACKEND == "jax":
     from keras_kd._steps.jax import JAXSteps as BackendSteps
+elif _BACKEND == "torch":
+    from keras_kd._steps.torch import TorchSteps as BackendSteps
 else:
 
     class BackendSteps:
-        """Placeholder for backends keras_kd does not train on yet."""
+        """Placeholder for backends keras_kd does not train on."""
 
         def _global_sum(self, value):
             return value
@@ -28,9 +30,9 @@ else:
 
         def train_step(self, *args, **kwargs):
             raise NotImplementedError(
-                "keras_kd trains on the TensorFlow and JAX backends. "
+                "keras_kd trains on the TensorFlow, JAX and PyTorch backends. "
                 f"Received: keras.backend.backend()={_BACKEND!r}. Set "
-                "KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
+                "KERAS_BACKEND=tensorflow, jax or torch."
             )
 
         test_step = train_step
