@@ -1,8 +1,27 @@
-"""Shared fixtures: a seed per test and tiny teacher/student pairs."""
+"""Shared fixtures: a seed per test, tiny teacher/student pairs, markers."""
 
 import keras
 import numpy as np
 import pytest
+
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips tests marked for other backends (markers in setup.cfg)."""
+    for item in items:
+        backends = set()
+        if item.get_closest_marker("tensorflow_only"):
+            backends.add("tensorflow")
+        marker = item.get_closest_marker("backends")
+        if marker:
+            backends.update(marker.args)
+        if backends and BACKEND not in backends:
+            item.add_marker(pytest.mark.skip(
+                reason=f"Runs on {', '.join(sorted(backends))}; "
+                f"KERAS_BACKEND={BACKEND}."
+            ))
 
 
 @pytest.fixture(autouse=True)
