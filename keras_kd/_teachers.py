@@ -77,7 +77,7 @@ def teacher_index(names, teacher, term_name):
 
 def last_activation(model):
     """`"softmax"`, `"sigmoid"` or None: what the output layer applies."""
-    layer = model_utils._last_layer(model)
+    layer = model_utils.last_layer(model)
     if layer is None:
         return None
     if isinstance(layer, keras.layers.Softmax):
@@ -135,7 +135,7 @@ def converts_probabilities(teacher, mode, outputs):
         return mode == "probabilities"
     activation = last_activation(teacher)
     if activation is not None:
-        how = f"its last layer {model_utils._last_layer(teacher).name!r} " \
+        how = f"its last layer {model_utils.last_layer(teacher).name!r} " \
             f"applies a {activation}"
     elif outputs == "softmax":
         how = model_utils.detect_probabilities(teacher)

@@ -14,6 +14,7 @@ from keras_kd.losses.logits import label_mask
 from keras_kd.terms.base import Term
 from keras_kd.terms.hard import HardLoss
 from keras_kd.terms.kd import SoftTargets
+from keras_kd.utils import keras_compat
 from keras_kd.utils import models as model_utils
 from keras_kd.utils import validation
 
@@ -598,7 +599,7 @@ class Distiller(BackendSteps, keras.Model):
         # Each logged value is the global (all-replica) value, weighted by
         # its count, so a Mean over replicas and batches is exact.
         _, count = terms["loss"]
-        self._loss_tracker.update_state(
+        keras_compat.loss_tracker(self).update_state(
             self._global_sum(loss), sample_weight=count
         )
         for term, tracker in zip(self.terms, self.term_trackers):
@@ -617,10 +618,9 @@ class Distiller(BackendSteps, keras.Model):
             # Without labels the label metrics saw nothing: leave them out of
             # the logs rather than report a misleading 0.
             unlabeled = {t.log_name for t in self.terms if t.needs_labels}
-            if self._compile_metrics is not None:
-                unlabeled.update(
-                    m.name for m in self._compile_metrics.metrics
-                )
+            container = keras_compat.compile_metrics(self)
+            if container is not None:
+                unlabeled.update(m.name for m in container.metrics)
             logs = {k: v for k, v in logs.items() if k not in unlabeled}
         return logs
 
@@ -633,7 +633,7 @@ class Distiller(BackendSteps, keras.Model):
         thresholds at 0.5 apply.
         """
         labels, _ = self._split_targets(y)
-        metrics = self._compile_metrics
+        metrics = keras_compat.compile_metrics(self)
         if labels is not None and metrics is not None:
             mask = label_mask(labels, self.num_classes, self.outputs)
             weighted = mask
@@ -651,11 +651,12 @@ class Distiller(BackendSteps, keras.Model):
                 safe = ops.where(labels >= 0, labels, ops.zeros_like(labels))
             if not metrics.built:
                 metrics.build(safe, y_pred)
+            unweighted, weighted_metrics = keras_compat.flat_metrics(metrics)
             # Keras' CompileMetrics gives unweighted metrics no weights at
             # all, so each list is updated here with its own weights.
             for group, weights in (
-                (metrics._flat_metrics, mask),
-                (metrics._flat_weighted_metrics, weighted),
+                (unweighted, mask),
+                (weighted_metrics, weighted),
             ):
                 for metric in group:
                     if metric is not None:
@@ -711,7 +712,7 @@ class Distiller(BackendSteps, keras.Model):
     def _student_uses_float16(self):
         return any(
             layer.dtype_policy.compute_dtype == "float16"
-            for layer in self.student._flatten_layers()
+            for layer in keras_compat.flatten_layers(self.student)
         )
 
     def compile_from_config(self, config):
@@ -884,7 +885,7 @@ def _tap_shape(model, taps, index):
 
 
 def _tensor_layer_name(tensor):
-    return tensor._keras_history.operation.name
+    return keras_compat.producing_operation(tensor).name
 
 
 def _select(teacher, read):

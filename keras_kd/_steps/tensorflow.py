@@ -10,6 +10,8 @@ gradients as one device.
 import keras
 import tensorflow as tf
 
+from keras_kd.utils import keras_compat
+
 
 class TensorFlowSteps:
     """Mixin with the TensorFlow `train_step` and `test_step`."""
@@ -45,8 +47,8 @@ class TensorFlowSteps:
         # shapes through an eager `strategy.reduce("MEAN", ...)`, which fails
         # under MultiWorkerMirroredStrategy. Shapes and dtypes are all that
         # the symbolic build needs, so the first local replica's batch does.
-        if iterator is not None and self._distribute_strategy is not None:
-            strategy = self._distribute_strategy
+        strategy = keras_compat.distribute_strategy(self)
+        if iterator is not None and strategy is not None:
             for _, _, it in iterator:
                 data_batch = tf.nest.map_structure(
                     lambda v: _first_local_value(strategy, v), next(it)
@@ -97,7 +99,7 @@ class TensorFlowSteps:
         # fails on scalars. Every replica holds the same (synchronised)
         # metric values, so a length-1 axis makes that mean exact.
         strategy = self.distribute_strategy
-        if not strategy.extended._in_multi_worker_mode():
+        if not keras_compat.in_multi_worker_mode(strategy):
             return logs
         return {k: tf.reshape(v, (1,)) for k, v in logs.items()}
 

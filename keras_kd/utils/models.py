@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_kd.utils import keras_compat
 from keras_kd.utils import validation
 
 
@@ -52,12 +53,11 @@ def num_classes(model):
     return spec.shape[-1]
 
 
-def _last_layer(model):
+def last_layer(model):
     spec = output_spec(model)
     if spec is None:
         return None
-    history = getattr(spec, "_keras_history", None)
-    return history.operation if history is not None else None
+    return keras_compat.producing_operation(spec)
 
 
 def _layer_applies_softmax(layer):
@@ -77,7 +77,7 @@ def detect_probabilities(model):
     the model once on a batch of zeros and checks whether every row is
     non-negative and sums to one.
     """
-    layer = _last_layer(model)
+    layer = last_layer(model)
     if layer is not None and _layer_applies_softmax(layer):
         return f"its last layer {layer.name!r} applies a softmax"
     if not is_functional(model):
@@ -103,7 +103,7 @@ def detect_probabilities(model):
 def resolve_layer(model, layer, role):
     """Finds `layer` (a name or a layer object) in `model`."""
     if isinstance(layer, keras.layers.Layer):
-        for candidate in model._flatten_layers(include_self=False):
+        for candidate in keras_compat.flatten_layers(model):
             if candidate is layer:
                 return candidate
         raise ValueError(
@@ -118,9 +118,9 @@ def resolve_layer(model, layer, role):
         )
     names = [
         candidate.name
-        for candidate in model._flatten_layers(include_self=False)
+        for candidate in keras_compat.flatten_layers(model)
     ]
-    for candidate in model._flatten_layers(include_self=False):
+    for candidate in keras_compat.flatten_layers(model):
         if candidate.name == layer:
             return candidate
     raise validation.unknown_name_error(

@@ -1,0 +1,54 @@
+"""Every private Keras API keras_kd relies on, in one place.
+
+Keras offers no public way to do these few things. Each accessor names the
+attribute it reads, and `tests/utils/keras_compat_test.py` fails as soon as a
+Keras release renames or changes one of them, instead of a distant failure
+in training.
+"""
+
+
+def flatten_layers(model):
+    """Every layer inside `model`, nested ones included (`_flatten_layers`)."""
+    return list(model._flatten_layers(include_self=False))
+
+
+def producing_operation(tensor):
+    """The layer that produced a symbolic tensor (`_keras_history`)."""
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history.operation
+
+
+def loss_tracker(model):
+    """The `Mean` metric behind the `loss` log of `fit` (`_loss_tracker`)."""
+    return model._loss_tracker
+
+
+def compile_metrics(model):
+    """Keras' `CompileMetrics` of `compile(metrics=...)` (`_compile_metrics`),
+    or None before `compile` or without metrics."""
+    return getattr(model, "_compile_metrics", None)
+
+
+def flat_metrics(container):
+    """`(unweighted, weighted)` lists of a built `CompileMetrics`.
+
+    Keras keeps `metrics` and `weighted_metrics` in `_flat_metrics` and
+    `_flat_weighted_metrics`; keras_kd updates each with its own weights.
+    """
+    return container._flat_metrics, container._flat_weighted_metrics
+
+
+def in_multi_worker_mode(strategy):
+    """Whether a `tf.distribute` strategy spans several workers."""
+    return strategy.extended._in_multi_worker_mode()
+
+
+def distribute_strategy(model):
+    """The strategy a model was created under, or None (TensorFlow)."""
+    return getattr(model, "_distribute_strategy", None)
+
+
+# `TensorFlowSteps._maybe_symbolic_build` overrides the Keras trainer method
+# of that name (keras-team/keras#20585); the test checks it still exists and
+# still takes `iterator` and `data_batch`.
+OVERRIDDEN_TRAINER_METHODS = ("_maybe_symbolic_build",)
