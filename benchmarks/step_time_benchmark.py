@@ -15,7 +15,11 @@ Run:
 ```
 python benchmarks/step_time_benchmark.py --rounds 9 --steps 50
 KERAS_BACKEND=jax python benchmarks/step_time_benchmark.py
+KERAS_BACKEND=torch python benchmarks/step_time_benchmark.py
 ```
+
+On PyTorch both Distillers train eagerly (Keras' torch trainer compiles with
+`torch.compile` only under `jit_compile=True`, which is not the default).
 """
 
 import argparse
@@ -119,6 +123,13 @@ def main(argv=None):
                  "keras_kd_over_keras_distillation": ratio_rival,
                  "keras_kd_over_parts_min": best_parts,
                  "keras_kd_over_keras_distillation_min": best_rival})
+    if keras.backend.backend() == "torch":
+        # Not (yet) recorded by `bu.environment()`.
+        import torch
+
+        device = "GPU" if torch.cuda.is_available() else "CPU"
+        rows = [{**row, "torch": torch.__version__, "device": device}
+                for row in rows]
     bu.write_rows(args.output, rows)
     return 0
 
