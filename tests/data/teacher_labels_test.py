@@ -1,5 +1,7 @@
 """Tests of keras_kd/data/teacher_labels.py."""
 
+import os
+
 import numpy as np
 
 from keras_kd.data import densify_top_k
@@ -45,6 +47,25 @@ class TeacherLabelsTest(TestCase):
         self.assertAllClose(np.take_along_axis(dense, order, -1), values,
                             atol=1e-5)
         self.assertEqual(int(np.sum(dense == -1e9)), 40 * 7)
+
+    def test_path_never_replaces_a_user_folder(self):
+        folder = os.path.join(self.get_temp_dir(), "labels")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "mine.csv"), "w") as f:
+            f.write("keep")
+        with self.assertRaisesRegex(
+                ValueError, "names an existing folder that keras_kd did not "
+                f"write.*Received: path={folder!r}"):
+            teacher_labels(self.teacher, self.x, kind="hard", path=folder,
+                           verbose=0)
+        self.assertEqual(os.listdir(folder), ["mine.csv"])
+        # A folder keras_kd wrote is replaced.
+        cache = os.path.join(os.path.dirname(folder), "cache")
+        first = teacher_labels(self.teacher, self.x, path=cache, verbose=0)
+        again = teacher_labels(self.teacher, self.x, kind="hard", path=cache,
+                               verbose=0)
+        self.assertAllClose(first, self.logits, atol=1e-5)
+        self.assertAllEqual(again, self.logits.argmax(-1))
 
     def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "Received: kind='soft'"):
