@@ -27,7 +27,26 @@ def _digits(test_fraction, seed):
 
 
 def _npz(path):
-    with np.load(path) as data:
+    # The file is opened here (not by `np.load`), so it is closed even when
+    # it is not a zip archive.
+    with open(path, "rb") as f:
+        try:
+            data = np.load(f)
+        except Exception as error:  # a damaged or non-NumPy file
+            raise ValueError(
+                f"The file {path!r} is not a readable `.npz` archive "
+                f"({type(error).__name__}: {error}). Received: {path!r}. "
+                "Save the arrays again with `np.savez(path, x_train=..., "
+                "y_train=..., x_test=..., y_test=...)`."
+            ) from None
+        if not hasattr(data, "files"):
+            raise ValueError(
+                f"The file {path!r} holds a single array, not the "
+                "keras.datasets layout. Expected arrays ['x_test', "
+                "'x_train', 'y_test', 'y_train']. Save them with "
+                "`np.savez(path, x_train=..., y_train=..., x_test=..., "
+                "y_test=...)`."
+            )
         keys = set(data.files)
         needed = {"x_train", "y_train", "x_test", "y_test"}
         if not needed <= keys:
@@ -37,10 +56,80 @@ def _npz(path):
             )
         arrays = [data[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     x_train, y_train, x_test, y_test = arrays
-    return (_images(x_train), y_train.astype("int32").reshape(-1)), (
-        _images(x_test),
-        y_test.astype("int32").reshape(-1),
-    )
+    splits = []
+    for split, x, y in (("train", x_train, y_train),
+                        ("test", x_test, y_test)):
+        if x.ndim == 0 or len(x) == 0:
+            raise ValueError(
+                f"The file {path!r} holds no {split} samples. Received: "
+                f"`x_{split}` of shape {x.shape}. Save at least one sample "
+                "per split."
+            )
+        y = _labels(path, f"y_{split}", y)
+        if len(y) != len(x):
+            raise ValueError(
+                f"The file {path!r} holds {len(x)} {split} inputs but "
+                f"{len(y)} labels: each input needs one label. Received: "
+                f"`x_{split}` of shape {x.shape}, `y_{split}` of shape "
+                f"{np.shape(y)}. Save as many labels as inputs."
+            )
+        x = _images(x)
+        if not np.isfinite(x).all():
+            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            raise ValueError(
+                f"The file {path!r} holds NaN or Inf in `x_{split}` "
+                f"({int(bad.sum())} sample(s), the first at index "
+                f"{int(np.argmax(bad))}). Received: `x_{split}` of shape "
+                f"{x.shape}. Remove or repair those samples."
+            )
+        splits.append((x, y))
+    return tuple(splits)
+
+
+def _labels(path, name, y):
+    """Class ids as int32 `(n,)`; one-hot rows become class ids."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise ValueError(
+            f"The file {path!r} holds `{name}` of dtype {y.dtype}, but labels "
+            "must be integer class ids (or one-hot rows). Received: "
+            f"{name}[:3]={y.reshape(-1)[:3].tolist()}. Map the classes to "
+            "0, 1, 2, ... first."
+        )
+    if y.ndim == 2 and y.shape[1] > 1:
+        rows_ok = np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()
+        if not rows_ok:
+            raise ValueError(
+                f"The file {path!r} holds `{name}` of shape {y.shape}, which "
+                "are neither class ids nor one-hot rows (a single 1 per row, "
+                "0 elsewhere). Save class ids of shape (n,), or one-hot rows."
+            )
+        return y.argmax(axis=1).astype("int32")
+    if y.ndim > 1 and y.size == len(y):
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise ValueError(
+            f"The file {path!r} holds `{name}` of shape {y.shape}; labels "
+            "must be class ids of shape (n,) or one-hot rows of shape "
+            "(n, num_classes)."
+        )
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise ValueError(
+                f"The file {path!r} holds `{name}` with values that are not "
+                "whole numbers, so they are not class ids. Received: "
+                f"{name}[{first}]={y[first]!r}. Save integer class ids."
+            )
+    if len(y) and y.min() < -1:
+        first = int(np.argmax(y < -1))
+        raise ValueError(
+            f"The file {path!r} holds `{name}` with a negative class id. "
+            "Labels must be class ids >= 0 (-1 marks an unlabeled sample). "
+            f"Received: {name}[{first}]={y[first]!r}."
+        )
+    return y.astype("int32")
 
 
 def _images(x):
