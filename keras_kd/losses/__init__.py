@@ -1,10 +1,17 @@
 """Distillation losses: `keras.ops` functions and `keras.losses.Loss` classes.
 
 Every function takes the teacher's tensor first and the student's second and
-returns one value per sample, shape `(batch_size,)`.
+returns one value per sample, shape `(batch_size,)`. Every class is a
+`LossFunctionWrapper` around one of the functions. `get` resolves a string
+id, a class, a function or a config to a `Loss`; `register` adds a string id.
 """
 
+import difflib
+import inspect
+
 import keras
+
+from keras_kd.losses._wrapper import LossFunctionWrapper
 
 from keras_kd.losses.feature import AttentionTransfer
 from keras_kd.losses.feature import FeatureCosine
@@ -30,7 +37,7 @@ from keras_kd.losses.relation import rkd_distance
 from keras_kd.losses.relation import similarity_preserving
 from keras_kd.utils import validation
 
-# String id -> Loss class. Several ids may name one class.
+# Built-in string id -> Loss class. Several ids may name one class.
 _LOSSES = {
     "kd": SoftTargetKL,
     "soft_target_kl": SoftTargetKL,
@@ -47,6 +54,111 @@ _LOSSES = {
     "pkt": PKT,
 }
 
+# The built-in string ids. `ids()` adds those given to `register`.
+ALL_IDS = tuple(sorted(_LOSSES))
+
+# String id -> Loss class or function, filled by `register`.
+_USER_LOSSES = {}
+
+
+def ids():
+    """Returns every string id that `get` accepts, sorted.
+
+    The built-in ids (`ALL_IDS`) and those added by `register`.
+
+    Example:
+
+    >>> "mse" in keras_kd.losses.ids()
+    True
+    """
+    return tuple(sorted({**_LOSSES, **_USER_LOSSES}))
+
+
+def register(name, loss):
+    """Adds a string id for a loss, usable wherever keras_kd takes one.
+
+    After `register("my_loss", fn)`, `get("my_loss")`,
+    `FeatureMatch(..., loss="my_loss")` and the command line's
+    `--feature-loss my_loss` build that loss. A config that names it (a
+    saved `FeatureMatch`) loads once the same registration has run again,
+    as for `keras.saving.register_keras_serializable`.
+
+    Args:
+        name: String, the new id. It must not name a built-in or an already
+            registered loss.
+        loss: A `keras.losses.Loss` subclass, built with the keyword
+            arguments given to `get`, or a function
+            `fn(teacher, student, **kwargs)` returning one value per sample,
+            wrapped in a `LossFunctionWrapper` named `name`.
+
+    Returns:
+        `loss`, unchanged.
+
+    Raises:
+        ValueError: if `name` is already an id.
+        TypeError: if `name` is not a string, or `loss` is neither a `Loss`
+            subclass nor a function (an instance would be shared by every
+            `get`).
+
+    Example:
+
+    >>> def centered_mse(teacher, student):
+    ...     diff = teacher - student
+    ...     diff = diff - keras.ops.mean(diff, axis=-1, keepdims=True)
+    ...     return keras.ops.mean(keras.ops.square(diff), axis=-1)
+    >>> _ = keras_kd.losses.register("centered_mse", centered_mse)
+    >>> keras_kd.losses.get("centered_mse")
+    <LossFunctionWrapper(centered_mse, name='centered_mse')>
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(
+            "Argument `name` must be a non-empty string. "
+            f"Received: name={name!r} of type {type(name).__name__}"
+        )
+    taken = ids()
+    if name in taken:
+        close = difflib.get_close_matches(name, taken, n=3)
+        raise ValueError(
+            f"The loss id {name!r} already exists, and an id names one loss. "
+            f"Pick a name that is not one of {list(taken)}. Close matches: "
+            f"{close}. Received: name={name!r}"
+        )
+    is_class = inspect.isclass(loss)
+    if (is_class and not issubclass(loss, keras.losses.Loss)) or (
+        not is_class and (isinstance(loss, keras.losses.Loss)
+                          or not callable(loss))
+    ):
+        raise TypeError(
+            "Argument `loss` must be a `keras.losses.Loss` subclass or a "
+            "function `fn(teacher, student, **kwargs)`. Pass the class, not "
+            "an instance, so each `get` builds its own. "
+            f"Received: loss={loss!r} of type {type(loss).__name__}"
+        )
+    _USER_LOSSES[name] = loss
+    return loss
+
+
+def _registered_id(fn):
+    """The id under which the function `fn` is registered, or `None`."""
+    for name, loss in _USER_LOSSES.items():
+        if loss is fn:
+            return name
+    return None
+
+
+def _registered_function(name):
+    """The function registered as `name` (a saved `LossFunctionWrapper`)."""
+    loss = _USER_LOSSES.get(name)
+    if loss is None or inspect.isclass(loss):
+        functions = [n for n, v in _USER_LOSSES.items()
+                     if not inspect.isclass(v)]
+        raise validation.unknown_name_error(
+            "registered loss function", name, functions,
+            where="a saved `LossFunctionWrapper` config. Call "
+            "`keras_kd.losses.register` with it before loading",
+        )
+    return loss
+
 
 def serialize(loss):
     """Returns the Keras config of a keras_kd (or Keras) loss object."""
@@ -60,38 +172,74 @@ def deserialize(config, custom_objects=None):
     )
 
 
+def _wrap(fn, name, kwargs):
+    kwargs = dict(kwargs)
+    if "name" not in kwargs and name.isidentifier():
+        kwargs["name"] = name
+    return LossFunctionWrapper(fn, **kwargs)
+
+
 def get(identifier, **kwargs):
     """Resolves a loss identifier to a `keras.losses.Loss` instance.
 
     Args:
-        identifier: A string id (see `keras_kd.losses.ALL_IDS`), a
-            `keras.losses.Loss` instance, or a config dict.
-        **kwargs: Constructor arguments used when `identifier` is a string.
+        identifier: One of:
+            - a string id: a built-in one (`keras_kd.losses.ALL_IDS`) or one
+              added by `register` (`keras_kd.losses.ids()` lists both);
+            - a `keras.losses.Loss` instance, returned as is;
+            - a `keras.losses.Loss` subclass, built with `**kwargs`;
+            - a config dict, from `serialize`;
+            - a function `fn(teacher, student, **kwargs)` returning one value
+              per sample, wrapped in a `LossFunctionWrapper`.
+        **kwargs: Constructor arguments, used when `identifier` is a string
+            id, a class or a function (for a function: its keyword
+            arguments, plus `reduction`, `name` and `dtype`).
 
     Returns:
         A `keras.losses.Loss` instance, never a bare function.
 
+    Raises:
+        ValueError: for an unknown string id, listing the ids and the close
+            matches, or for `**kwargs` given with an instance or a config.
+        TypeError: for any other identifier.
+
     Example:
 
     >>> keras_kd.losses.get("kd", temperature=2.0)
-    <SoftTargetKL ...>
+    <SoftTargetKL(soft_target_kl, temperature=2.0, ...)>
+    >>> keras_kd.losses.get(keras_kd.losses.feature_l1)
+    <LossFunctionWrapper(feature_l1, name='feature_l1')>
     """
+    if isinstance(identifier, (keras.losses.Loss, dict)) and kwargs:
+        raise ValueError(
+            "Keyword arguments build a loss from a string id, a class or a "
+            "function; an instance or a config is already built. Received: "
+            f"identifier={identifier!r} with {kwargs}"
+        )
     if isinstance(identifier, keras.losses.Loss):
         return identifier
     if isinstance(identifier, dict):
         return deserialize(identifier)
     if isinstance(identifier, str):
-        if identifier not in _LOSSES:
-            raise validation.unknown_name_error("loss", identifier, _LOSSES)
-        return _LOSSES[identifier](**kwargs)
+        loss = _LOSSES.get(identifier, _USER_LOSSES.get(identifier))
+        if loss is None:
+            raise validation.unknown_name_error("loss", identifier, ids())
+        if inspect.isclass(loss):
+            return loss(**kwargs)
+        return _wrap(loss, identifier, kwargs)
+    if inspect.isclass(identifier) and issubclass(
+        identifier, keras.losses.Loss
+    ):
+        return identifier(**kwargs)
+    if callable(identifier) and not inspect.isclass(identifier):
+        return _wrap(identifier, getattr(identifier, "__name__", ""), kwargs)
     raise TypeError(
-        "Argument `identifier` must be a string id, a `keras.losses.Loss` or "
-        f"a config dict. Received: identifier={identifier!r} of type "
-        f"{type(identifier).__name__}"
+        "Argument `identifier` must be a string id, a `keras.losses.Loss` "
+        "instance or subclass, a config dict, or a function "
+        f"`fn(teacher, student)`. Received: identifier={identifier!r} of "
+        f"type {type(identifier).__name__}"
     )
 
-
-ALL_IDS = tuple(sorted(_LOSSES))
 
 __all__ = [
     "ALL_IDS",
@@ -100,6 +248,7 @@ __all__ = [
     "FeatureL1",
     "FeatureMSE",
     "FeatureSmoothL1",
+    "LossFunctionWrapper",
     "PKT",
     "RKDAngle",
     "RKDDistance",
@@ -113,8 +262,10 @@ __all__ = [
     "feature_smooth_l1",
     "get",
     "hard_cross_entropy",
+    "ids",
     "label_mask",
     "pkt",
+    "register",
     "rkd_angle",
     "rkd_distance",
     "serialize",

@@ -9,7 +9,9 @@ import keras
 from keras import ops
 
 from keras_kd.losses._ops import mean_over_inner_axes as _mean_over_inner_axes
+from keras_kd.losses import _ops
 from keras_kd.losses._ops import to_float32 as _to_float32
+from keras_kd.losses._wrapper import LossFunctionWrapper
 from keras_kd.utils import validation
 
 
@@ -58,7 +60,7 @@ def _same_shape_features(loss_name, teacher_features, student_features):
         t is not None and s is not None and t != s
         for t, s in zip(t_shape, s_shape)
     ):
-        raise validation.feature_shape_mismatch_error(
+        raise _ops.feature_shape_mismatch_error(
             loss_name, t_shape, s_shape
         )
     return teacher, student
@@ -219,7 +221,7 @@ def feature_cosine(teacher_features, student_features):
         "feature_cosine", teacher_features, student_features
     )
     if len(teacher.shape) < 2:
-        raise validation.feature_rank_error(
+        raise _ops.feature_rank_error(
             "feature_cosine",
             "teacher_features",
             teacher.shape,
@@ -308,7 +310,7 @@ def attention_transfer(teacher_features, student_features, p=2.0):
         ("student_features", student),
     ):
         if len(x.shape) != 4:
-            raise validation.feature_rank_error(
+            raise _ops.feature_rank_error(
                 "attention_transfer",
                 argument,
                 x.shape,
@@ -316,7 +318,7 @@ def attention_transfer(teacher_features, student_features, p=2.0):
             )
     t_shape, s_shape = tuple(teacher.shape), tuple(student.shape)
     if None not in (t_shape[0], s_shape[0]) and t_shape[0] != s_shape[0]:
-        raise validation.batch_size_mismatch_error(
+        raise _ops.batch_size_mismatch_error(
             "attention_transfer", t_shape, s_shape
         )
     if None in t_shape[1:3] + s_shape[1:3]:
@@ -326,7 +328,7 @@ def attention_transfer(teacher_features, student_features, p=2.0):
         width = min(t_shape[2], s_shape[2])
         for shape in (t_shape, s_shape):
             if shape[1] % height or shape[2] % width:
-                raise validation.attention_spatial_mismatch_error(
+                raise _ops.attention_spatial_mismatch_error(
                     t_shape, s_shape
                 )
     maps = []
@@ -340,7 +342,7 @@ def attention_transfer(teacher_features, student_features, p=2.0):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class FeatureMSE(keras.losses.Loss):
+class FeatureMSE(LossFunctionWrapper):
     """Feature mean squared error. `y_true`: teacher, `y_pred`: student.
 
     Formula:
@@ -368,14 +370,13 @@ class FeatureMSE(keras.losses.Loss):
     def __init__(
         self, reduction="sum_over_batch_size", name="feature_mse", dtype=None
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def call(self, y_true, y_pred):
-        return feature_mse(y_true, y_pred)
+        super().__init__(
+            feature_mse, reduction=reduction, name=name, dtype=dtype
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class FeatureL1(keras.losses.Loss):
+class FeatureL1(LossFunctionWrapper):
     """Feature mean absolute error. `y_true`: teacher, `y_pred`: student.
 
     Formula:
@@ -403,14 +404,13 @@ class FeatureL1(keras.losses.Loss):
     def __init__(
         self, reduction="sum_over_batch_size", name="feature_l1", dtype=None
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def call(self, y_true, y_pred):
-        return feature_l1(y_true, y_pred)
+        super().__init__(
+            feature_l1, reduction=reduction, name=name, dtype=dtype
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class FeatureSmoothL1(keras.losses.Loss):
+class FeatureSmoothL1(LossFunctionWrapper):
     """Huber loss between features. `y_true`: teacher, `y_pred`: student.
 
     Formula:
@@ -445,18 +445,17 @@ class FeatureSmoothL1(keras.losses.Loss):
         name="feature_smooth_l1",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.delta = validation.check_positive_number("delta", delta)
-
-    def call(self, y_true, y_pred):
-        return feature_smooth_l1(y_true, y_pred, self.delta)
-
-    def get_config(self):
-        return {**super().get_config(), "delta": self.delta}
+        super().__init__(
+            feature_smooth_l1,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            delta=validation.check_positive_number("delta", delta),
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class FeatureCosine(keras.losses.Loss):
+class FeatureCosine(LossFunctionWrapper):
     """Cosine distance between features. `y_true`: teacher, `y_pred`: student.
 
     `1 - cosine similarity` over the channel (last) axis at each position,
@@ -490,14 +489,13 @@ class FeatureCosine(keras.losses.Loss):
         name="feature_cosine",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def call(self, y_true, y_pred):
-        return feature_cosine(y_true, y_pred)
+        super().__init__(
+            feature_cosine, reduction=reduction, name=name, dtype=dtype
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class AttentionTransfer(keras.losses.Loss):
+class AttentionTransfer(LossFunctionWrapper):
     """Attention transfer loss. `y_true`: teacher maps, `y_pred`: student maps.
 
     Compares the L2-normalised spatial attention maps `mean(|x|**p)` over
@@ -537,11 +535,10 @@ class AttentionTransfer(keras.losses.Loss):
         name="attention_transfer",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.p = validation.check_number_at_least("p", p, 1)
-
-    def call(self, y_true, y_pred):
-        return attention_transfer(y_true, y_pred, self.p)
-
-    def get_config(self):
-        return {**super().get_config(), "p": self.p}
+        super().__init__(
+            attention_transfer,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            p=validation.check_number_at_least("p", p, 1),
+        )

@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_kd.losses._ops import mean_over_inner_axes as _mean_over_inner_axes
 from keras_kd.losses._ops import to_float32 as _to_float32
+from keras_kd.losses._wrapper import LossFunctionWrapper
 from keras_kd.utils import validation
 
 
@@ -311,7 +312,7 @@ def ensemble_logits(teacher_logits, temperature=4.0, outputs="softmax"):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class SoftTargetKL(keras.losses.Loss):
+class SoftTargetKL(LossFunctionWrapper):
     """Hinton soft-target loss. `y_true`: teacher logits, `y_pred`: student.
 
     Formula:
@@ -346,23 +347,13 @@ class SoftTargetKL(keras.losses.Loss):
         name="soft_target_kl",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.temperature = validation.check_positive_number(
-            "temperature", temperature
+        super().__init__(
+            soft_target_kl,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            temperature=validation.check_positive_number(
+                "temperature", temperature
+            ),
+            scale_by_temperature_squared=bool(scale_by_temperature_squared),
         )
-        self.scale_by_temperature_squared = bool(scale_by_temperature_squared)
-
-    def call(self, y_true, y_pred):
-        return soft_target_kl(
-            y_true,
-            y_pred,
-            self.temperature,
-            self.scale_by_temperature_squared,
-        )
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "temperature": self.temperature,
-            "scale_by_temperature_squared": self.scale_by_temperature_squared,
-        }

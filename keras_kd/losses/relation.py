@@ -15,7 +15,9 @@ from keras_kd.losses.feature import _huber
 from keras_kd.losses.feature import _l2_normalize
 from keras_kd.losses.feature import _magnitude
 from keras_kd.losses.feature import _rescale
+from keras_kd.losses import _ops
 from keras_kd.losses._ops import to_float32 as _to_float32
+from keras_kd.losses._wrapper import LossFunctionWrapper
 from keras_kd.utils import validation
 
 # Loss weights of the reference recipes (CIFAR-100, ResNet32x4 -> ResNet8x4):
@@ -49,15 +51,15 @@ def _flat_pair(loss_name, teacher_features, student_features):
         ("student_features", student),
     ):
         if len(x.shape) < 2:
-            raise validation.feature_rank_error(
+            raise _ops.feature_rank_error(
                 loss_name, argument, x.shape, "rank 2 or more"
             )
     t_batch, s_batch = teacher.shape[0], student.shape[0]
     if None not in (t_batch, s_batch) and t_batch != s_batch:
-        raise validation.batch_size_mismatch_error(
+        raise _ops.batch_size_mismatch_error(
             loss_name, teacher.shape, student.shape
         )
-    validation.check_relation_batch_size(
+    _ops.check_relation_batch_size(
         loss_name, t_batch if t_batch is not None else s_batch
     )
     return _flatten(teacher), _flatten(student)
@@ -356,7 +358,7 @@ def pkt(teacher_features, student_features, epsilon=1e-7):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class RKDDistance(keras.losses.Loss):
+class RKDDistance(LossFunctionWrapper):
     """RKD distance loss. `y_true`: teacher features, `y_pred`: student.
 
     Formula:
@@ -392,14 +394,13 @@ class RKDDistance(keras.losses.Loss):
     def __init__(
         self, reduction="sum_over_batch_size", name="rkd_distance", dtype=None
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def call(self, y_true, y_pred):
-        return rkd_distance(y_true, y_pred)
+        super().__init__(
+            rkd_distance, reduction=reduction, name=name, dtype=dtype
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class RKDAngle(keras.losses.Loss):
+class RKDAngle(LossFunctionWrapper):
     """RKD angle loss. `y_true`: teacher features, `y_pred`: student.
 
     Formula:
@@ -435,14 +436,13 @@ class RKDAngle(keras.losses.Loss):
     def __init__(
         self, reduction="sum_over_batch_size", name="rkd_angle", dtype=None
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def call(self, y_true, y_pred):
-        return rkd_angle(y_true, y_pred)
+        super().__init__(
+            rkd_angle, reduction=reduction, name=name, dtype=dtype
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class SimilarityPreserving(keras.losses.Loss):
+class SimilarityPreserving(LossFunctionWrapper):
     """Similarity-preserving loss. `y_true`: teacher, `y_pred`: student.
 
     Formula:
@@ -482,14 +482,13 @@ class SimilarityPreserving(keras.losses.Loss):
         name="similarity_preserving",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def call(self, y_true, y_pred):
-        return similarity_preserving(y_true, y_pred)
+        super().__init__(
+            similarity_preserving, reduction=reduction, name=name, dtype=dtype
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class PKT(keras.losses.Loss):
+class PKT(LossFunctionWrapper):
     """Probabilistic knowledge transfer. `y_true`: teacher, `y_pred`: student.
 
     Formula:
@@ -531,11 +530,10 @@ class PKT(keras.losses.Loss):
         name="pkt",
         dtype=None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.epsilon = validation.check_positive_number("epsilon", epsilon)
-
-    def call(self, y_true, y_pred):
-        return pkt(y_true, y_pred, self.epsilon)
-
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
+        super().__init__(
+            pkt,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+            epsilon=validation.check_positive_number("epsilon", epsilon),
+        )

@@ -172,19 +172,3 @@ class HardCrossEntropyTest(TestCase):
         self.assertAllClose(losses.label_mask(labels, 4), [1.0, 0.0, 1.0])
         one_hot = np.array([[0, 1, 0, 0], [0, 0, 0, 0]], "float32")
         self.assertAllClose(losses.label_mask(one_hot, 4), [1.0, 0.0])
-
-
-class GetTest(TestCase):
-    def test_string_id_equals_instance(self):
-        rng = np.random.default_rng(7)
-        teacher, student = rng.normal(size=(2, 4, 6)).astype("float32")
-        by_id = losses.get("kd", temperature=3.0)
-        self.assertIsInstance(by_id, losses.SoftTargetKL)
-        self.assertAllClose(
-            by_id(teacher, student),
-            losses.SoftTargetKL(temperature=3.0)(teacher, student),
-        )
-
-    def test_unknown_id_lists_close_matches(self):
-        with self.assertRaisesRegex(ValueError, "Close matches: \\['kd'\\]"):
-            losses.get("kdd")
