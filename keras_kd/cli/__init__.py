@@ -18,8 +18,8 @@ examples:
 """
 
 import logging
-import os
 import sys
+import time
 import warnings
 
 from keras_kd.cli import _common
@@ -34,6 +34,8 @@ COMMANDS = (demo, distill, tune, export)
 # with their type.
 _PLAIN_ERRORS = (ValueError, TypeError, OSError, ImportError,
                  NotImplementedError, RuntimeError)
+# Python loggers of the libraries below keras_kd; errors still show.
+_NOISY_LOGGERS = ("tensorflow", "absl", "jax._src.xla_bridge", "h5py")
 
 
 def build_parser():
@@ -60,12 +62,15 @@ def build_parser():
 def main(argv=None) -> int:
     """Runs `keras-kd` with `argv` (default `sys.argv[1:]`).
 
+    The arguments are parsed and checked before Keras, TensorFlow or JAX is
+    imported, so `--help` and argument errors are quick; the backend is then
+    imported with its C++ start-up logs silenced (all of them show with
+    `--debug`).
+
     Returns:
         The exit status: 0 (success), 1 (the run failed) or 2 (bad usage).
     """
-    # Effective only when TensorFlow is not imported yet (as with
-    # `python -c "from keras_kd.cli import main"` before `import keras`).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _common.STARTED[0] = time.perf_counter()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -74,14 +79,19 @@ def main(argv=None) -> int:
     except SystemExit as exit_:  # --help and --version.
         return exit_.code if isinstance(exit_.code, int) else 0
     prog = f"{_common.PROG} {args.command}"
-    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]
-    levels = [logger.level for logger in loggers]
+    # A filter, not a level: absl resets its logger's level when it parses
+    # its flags (TensorFlow's converter does).
+    loggers = [] if args.debug else [
+        logging.getLogger(name) for name in _NOISY_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(_errors_only)
     with warnings.catch_warnings():
         if not args.debug:
-            for logger in loggers:
-                logger.setLevel(logging.ERROR)
             warnings.showwarning = _show_warning
         try:
+            # Files and outputs first: a mistake costs no import.
+            args.check(args)
+            _common.import_backend(quiet=not args.debug)
             return int(args.run(args) or 0)
         except _common.UsageError as error:
             if args.debug:
@@ -99,8 +109,12 @@ def main(argv=None) -> int:
             return _report(prog, f"{text} (run with --debug for the "
                            "traceback)", 1)
         finally:
-            for logger, level in zip(loggers, levels):
-                logger.setLevel(level)
+            for logger in loggers:
+                logger.removeFilter(_errors_only)
+
+
+def _errors_only(record):
+    return record.levelno >= logging.ERROR
 
 
 def _report(prog, error, code):

@@ -3,8 +3,10 @@
 import json
 import os
 import platform
+import time
 
 from keras_kd.cli import _common
+from keras_kd.utils import io
 
 HELP = "train a teacher, a student alone and the same student distilled"
 
@@ -46,8 +48,6 @@ QUICK = dict(teacher_epochs=2, epochs=2, train_samples=256)
 
 
 def add_parser(subparsers):
-    from keras_kd.export import QUANTIZATION_MODES
-
     parser = subparsers.add_parser(
         "demo", help=HELP, description=DESCRIPTION, epilog=EXAMPLE,
         formatter_class=_common.HelpFormatter)
@@ -60,22 +60,25 @@ def add_parser(subparsers):
                         help="folder of prepared TensorFlow Datasets")
     parser.add_argument("--output-dir", default="keras_kd_demo",
                         help="folder of the figure, models and results")
-    parser.add_argument("--seeds", type=int,
-                        help="number of student seeds, all reported: seed "
-                        "+ 1, seed + 2, ... (default: 3; 1 with --quick)")
+    _common.add_number(parser, "--seeds", "positive_int",
+                       help="number of student seeds, all reported: seed "
+                       "+ 1, seed + 2, ... (default: 3; 1 with --quick)")
     recipe = parser.add_argument_group("recipe", _recipe_help())
-    recipe.add_argument("--epochs", type=int, help="student epochs")
-    recipe.add_argument("--teacher-epochs", type=int, help="teacher epochs")
-    recipe.add_argument("--temperature", type=float,
-                        help="softmax temperature of the soft loss")
-    recipe.add_argument("--alpha", type=float, help="weight of the label "
-                        "loss (1 - alpha on the soft loss)")
-    recipe.add_argument("--feature-weight", type=float, help="weight of the "
-                        "embedding feature match (0 turns it off)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="training batch size")
+    _common.add_number(recipe, "--epochs", "positive_int",
+                       help="student epochs")
+    _common.add_number(recipe, "--teacher-epochs", "positive_int",
+                       help="teacher epochs")
+    _common.add_number(recipe, "--temperature", "positive",
+                       help="softmax temperature of the soft loss")
+    _common.add_number(recipe, "--alpha", "unit", help="weight of the label "
+                       "loss (1 - alpha on the soft loss)")
+    _common.add_number(recipe, "--feature-weight", "non_negative",
+                       help="weight of the embedding feature match (0 turns "
+                       "it off)")
+    _common.add_number(parser, "--batch-size", "positive_int", default=32,
+                       help="training batch size")
     parser.add_argument("--quantize", default="none",
-                        choices=QUANTIZATION_MODES,
+                        choices=_common.QUANTIZATION_MODES,
                         help="quantization of the exported student")
     parser.add_argument(
         "--quick", action="store_true",
@@ -84,7 +87,7 @@ def add_parser(subparsers):
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
                         help="Keras progress output while training")
     _common.add_common_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(check=check, run=run)
     return parser
 
 
@@ -195,23 +198,71 @@ def train_student(method, teacher, x, y, test, num_classes, plan, seed,
     return student, history.history["val_accuracy"], timer.seconds
 
 
+# The files the demo writes into --output-dir.
+FILES = {"teacher": "teacher.keras", "scratch": "student_scratch.keras",
+         "distilled": "student_distilled.keras",
+         "tflite": "student_distilled.tflite", "figure": "demo.png",
+         "results": "results.json"}
+
+
+def check(args):
+    """Checks the data and the output folder before anything is imported."""
+    if os.path.isdir(args.dataset):
+        raise _common.UsageError(
+            "Argument `--dataset` of `keras-kd demo` must be 'digits', a "
+            "`.npz` file in the keras.datasets layout or a TensorFlow "
+            "Datasets name: the demo needs a test split and builds its "
+            "models for the images. Distil your own models on an image "
+            "folder with `keras-kd distill`. Received: "
+            f"--dataset={args.dataset!r}")
+    if args.dataset.lower().endswith(".npz"):
+        _common.check_exists("--dataset", args.dataset)
+    check_output_dir(args.output_dir)
+
+
+def check_output_dir(folder):
+    """The demo writes its files into `folder`; it replaces files of those
+    names only if they come from an earlier demo (its results.json says so).
+    """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise _common.UsageError(
+            "Argument `--output-dir` must be a folder, but it names a file. "
+            f"Received: --output-dir={folder!r}. Pass a folder path.")
+    paths = {k: os.path.join(folder, v) for k, v in FILES.items()}
+    _common.check_outputs({f"--output-dir ({name})": path
+                           for name, path in paths.items()}, {})
+    existing = sorted(FILES[k] for k, p in paths.items()
+                      if os.path.lexists(p))
+    if existing and not _written_by_demo(paths["results"]):
+        raise _common.UsageError(
+            f"Argument `--output-dir` names a folder that holds "
+            f"{', '.join(existing)}, which the demo would overwrite, and no "
+            "results.json of an earlier `keras-kd demo`, so they may be "
+            f"yours. Received: --output-dir={folder!r}. Pass a new folder, "
+            "or move those files away.")
+
+
+def _written_by_demo(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("command") == "keras-kd demo"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def run(args):
     import numpy as np
 
-    _common.check_at_least("--batch-size", args.batch_size)
-    for flag in ("--seeds", "--epochs", "--teacher-epochs"):
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None:
-            _common.check_at_least(flag, value)
-    if os.path.isdir(args.dataset):
-        raise _common.UsageError(str(
-            _common.validation.cli_demo_dataset_error(args.dataset)))
     data = _common.load_data("--dataset", args.dataset, args.data_dir)
     (x, y), test = data.train, data.test
     if args.quick:
         x, y = x[:QUICK["train_samples"]], y[:QUICK["train_samples"]]
+    _common.check_finite("--dataset", x)
+    _common.check_finite("--dataset", test[0])
     plan = recipe(args, len(x))
     num_classes = int(max(y.max(), test[1].max())) + 1
+    _common.check_labels("--dataset", y, num_classes, unlabeled=False)
+    _common.check_labels("--dataset", test[1], num_classes, unlabeled=False)
     seeds = [args.seed + 1 + i for i in range(
         args.seeds or (1 if args.quick else 3))]
     os.makedirs(args.output_dir, exist_ok=True)
@@ -258,8 +309,11 @@ def run(args):
         ("model", "test accuracy", "parameters", "size", "train time"),
         summary_rows(teacher, models, results)))
     plot(files["figure"], results, args)
+    results["elapsed"] = time.perf_counter() - _common.STARTED[0]
     write_results(files["results"], args, results)
     print(f"\nWrote {', '.join(sorted(files.values()))}")
+    print(f"Finished in {results['elapsed']:.0f} s (from the start of "
+          "`keras-kd demo`, imports included).")
     return 0
 
 
@@ -267,18 +321,17 @@ def save_and_export(args, teacher, models, x, test, results):
     """Saves the models, exports the distilled student, checks parity."""
     from keras_kd import export
 
-    names = {"teacher": "teacher.keras", "scratch": "student_scratch.keras",
-             "distilled": "student_distilled.keras",
-             "tflite": "student_distilled.tflite", "figure": "demo.png",
-             "results": "results.json"}
-    files = {k: os.path.join(args.output_dir, v) for k, v in names.items()}
+    files = {k: os.path.join(args.output_dir, v) for k, v in FILES.items()}
     for key, model in (("teacher", teacher), *models.items()):
         _save_plain(model, files[key])
-    export.export_student(
-        models["distilled"], files["tflite"], quantization=args.quantize,
-        representative_data=x[:100] if args.quantize == "int8" else None)
-    report = export.parity_report(models["distilled"], files["tflite"],
-                                  test, latency_runs=20)
+    quiet = not args.debug
+    with _common.native_output_silenced(quiet):
+        export.export_student(
+            models["distilled"], files["tflite"], quantization=args.quantize,
+            representative_data=x[:100] if args.quantize == "int8" else None)
+    with _common.native_output_silenced(quiet):
+        report = export.parity_report(models["distilled"], files["tflite"],
+                                      test, latency_runs=20)
     results["tflite"] = report.to_dict()
     return files
 
@@ -288,7 +341,7 @@ def _save_plain(model, path):
     sizes of the three models compare."""
     copy = type(model).from_config(model.get_config())  # not compiled
     copy.set_weights(model.get_weights())
-    copy.save(path)
+    _common.save_model(copy, path)
 
 
 def summary_rows(teacher, models, results):
@@ -367,7 +420,8 @@ def plot(path, results, args):
                  f"T={plan['temperature']:g}, alpha={plan['alpha']:g}, "
                  f"feature weight {plan['feature_weight']:g}")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    with io.atomic_path(path) as temp:
+        fig.savefig(temp, format="png")
     return path
 
 
@@ -378,13 +432,13 @@ def write_results(path, args, results):
 
     results = {
         "command": "keras-kd demo",
-        "arguments": {k: v for k, v in vars(args).items() if k != "run"},
+        "arguments": {k: v for k, v in vars(args).items()
+                      if k not in ("run", "check")},
         **results,
         "versions": {"keras_kd": keras_kd.__version__,
                      "keras": keras.__version__,
                      "backend": keras.backend.backend(),
                      "python": platform.python_version()},
     }
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2, default=str)
+    io.write_json(path, results, indent=2, default=str)
     return path

@@ -29,14 +29,14 @@ def add_parser(subparsers):
     _common.add_model_arguments(parser)
     _common.add_data_arguments(parser)
     group = parser.add_argument_group("distillation")
-    group.add_argument("--temperature", type=float, default=4.0,
+    _common.add_number(group, "--temperature", "positive", default=4.0,
                        help="softmax temperature of the soft loss")
-    group.add_argument("--alpha", type=float, default=0.5,
+    _common.add_number(group, "--alpha", "unit", default=0.5,
                        help="weight of the label loss; the soft loss gets "
                        "1 - alpha")
-    group.add_argument("--epochs", type=int, default=10,
+    _common.add_number(group, "--epochs", "positive_int", default=10,
                        help="training epochs")
-    group.add_argument("--learning-rate", type=float, default=1e-3,
+    _common.add_number(group, "--learning-rate", "positive", default=1e-3,
                        help="Adam learning rate")
     group.add_argument("--no-cache", action="store_true",
                        help="run the teacher on every batch instead of "
@@ -47,7 +47,7 @@ def add_parser(subparsers):
                         help="Keras progress output (0 silent, 1 bars, 2 one "
                         "line per epoch)")
     _common.add_common_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(check=check, run=run)
     return parser
 
 
@@ -62,7 +62,8 @@ def add_distillation_arguments(parser):
         "--feature-loss", default="mse",
         choices=("mse", "l1", "smooth_l1", "cosine", "attention"),
         help="loss comparing matched features")
-    group.add_argument("--feature-weight", type=float, default=1.0,
+    _common.add_number(group, "--feature-weight", "non_negative",
+                       default=1.0,
                        help="weight of each feature term in the loss")
 
 
@@ -71,7 +72,9 @@ def feature_spec(value):
     parts = value.split(":")
     if len(parts) != 2 or not all(p.strip() for p in parts):
         raise argparse.ArgumentTypeError(
-            str(_common.validation.cli_feature_spec_error(value)))
+            "Argument `--feature` must be `TEACHER_LAYER:STUDENT_LAYER`, two "
+            "layer names joined by one colon (for example "
+            f"`--feature dense:hidden`). Received: --feature={value!r}")
     return parts[0].strip(), parts[1].strip()
 
 
@@ -86,8 +89,6 @@ def feature_matches(args):
 
 
 def add_output_arguments(parser, default_output):
-    from keras_kd.export import QUANTIZATION_MODES
-
     group = parser.add_argument_group("output")
     group.add_argument("--output", default=default_output,
                        metavar="STUDENT.keras",
@@ -95,18 +96,28 @@ def add_output_arguments(parser, default_output):
     group.add_argument("--tflite", metavar="PATH.tflite",
                        help="also export the student to this LiteRT file")
     group.add_argument("--quantize", default="none",
-                       choices=QUANTIZATION_MODES,
+                       choices=_common.QUANTIZATION_MODES,
                        help="quantization of the --tflite file; int8 is "
                        "calibrated on training inputs")
 
 
-def check_output_arguments(args):
+# The inputs of `distill` and `tune`: `{flag: attribute of args}`.
+INPUTS = {"TEACHER.keras": "teacher", "STUDENT.keras": "student",
+          "--data": "data", "--unlabeled": "unlabeled"}
+
+
+def check(args):
+    """Checks the files and outputs before anything is imported or read."""
     _common.check_suffix("--output", args.output, ".keras")
     _common.check_suffix("--tflite", args.tflite, ".tflite")
     if args.quantize != "none" and args.tflite is None:
-        raise _common.UsageError(str(_common.validation.cli_requires_error(
+        raise _common.requires_error(
             "--quantize", "`--tflite PATH.tflite`",
-            f"--quantize={args.quantize} without --tflite")))
+            f"--quantize={args.quantize} without --tflite")
+    _common.check_exists("TEACHER.keras", args.teacher)
+    _common.check_exists("STUDENT.keras", args.student)
+    _common.check_outputs({"--output": args.output, "--tflite": args.tflite},
+                          _common.input_files(args, INPUTS))
 
 
 def load_inputs(args):
@@ -121,6 +132,7 @@ def load_inputs(args):
     data.split_validation(args.validation_split, args.seed)
     x, y = data.train
     _common.check_inputs("student", "--data", student, x)
+    _common.check_finite("--data", x)
     if args.unlabeled:
         extra = _common.load_inputs("--unlabeled", args.unlabeled,
                                     image_shape)
@@ -136,9 +148,6 @@ def run(args):
 
     import keras_kd
 
-    check_output_arguments(args)
-    _common.check_at_least("--epochs", args.epochs)
-    _common.check_at_least("--batch-size", args.batch_size)
     teacher, student, data, x, y = load_inputs(args)
     keras.utils.set_random_seed(args.seed)
     with _common.checking_inputs():
@@ -159,7 +168,7 @@ def run(args):
         print(f"Caching the teacher's outputs on {len(x)} samples...")
         cache = keras_kd.data.cache_teacher_outputs(
             distiller, x, verbose=min(args.verbose, 1))
-        targets = cache.targets(y)
+        targets = cache.targets(y, x=x)
     print(f"Distilling {teacher.name!r} into {student.name!r}: "
           f"{len(x)} training samples, T={args.temperature}, "
           f"alpha={args.alpha}, {len(args.feature)} feature match(es).")
@@ -167,7 +176,7 @@ def run(args):
         distiller.fit(x, targets, batch_size=args.batch_size,
                       epochs=args.epochs, validation_data=data.validation,
                       shuffle=True, verbose=args.verbose)
-    distiller.student.save(_common.make_parent(args.output))
+    _common.save_model(distiller.student, args.output)
     rows = summary_rows(args, teacher, distiller.student, data, timer)
     rows += export_rows(args, distiller.student, data, np.asarray(x))
     print_summary(rows, data)
@@ -201,14 +210,17 @@ def export_rows(args, student, data, x):
 
         order = np.random.default_rng(args.seed).permutation(len(x))
         representative = x[order[:100]]
-    export.export_student(student, _common.make_parent(args.tflite),
-                          quantization=args.quantize,
-                          representative_data=representative)
+    quiet = not args.debug
+    with _common.native_output_silenced(quiet):
+        export.export_student(student, _common.make_parent(args.tflite),
+                              quantization=args.quantize,
+                              representative_data=representative)
     evaluation = data.evaluation
     accuracy = None
     if evaluation is not None:
-        report = export.parity_report(student, args.tflite, evaluation,
-                                      latency_runs=20)
+        with _common.native_output_silenced(quiet):
+            report = export.parity_report(student, args.tflite, evaluation,
+                                          latency_runs=20)
         print(report)
         accuracy = report.tflite_accuracy
     return [(f"student (.tflite, {args.quantize})", accuracy, None,

@@ -23,8 +23,6 @@ example:
 
 
 def add_parser(subparsers):
-    from keras_kd.export import QUANTIZATION_MODES
-
     parser = subparsers.add_parser(
         "export", help=HELP, description=DESCRIPTION, epilog=EXAMPLE,
         formatter_class=_common.HelpFormatter)
@@ -35,14 +33,14 @@ def add_parser(subparsers):
         help="the file to write (default: STUDENT.tflite next to "
         "STUDENT.keras, or STUDENT_<quantize>.tflite when quantized)")
     parser.add_argument("--quantize", default="none",
-                        choices=QUANTIZATION_MODES,
+                        choices=_common.QUANTIZATION_MODES,
                         help="quantization mode")
     parser.add_argument(
         "--representative-data", metavar="DATA",
         help="calibration inputs for int8, read like --data of `distill` "
         "(training split)")
-    parser.add_argument("--representative-steps", type=int, default=100,
-                        help="calibration examples used for int8")
+    _common.add_number(parser, "--representative-steps", "positive_int",
+                       default=100, help="calibration examples used for int8")
     parser.add_argument("--int8-io", action="store_true",
                         help="int8 input and output tensors (with int8)")
     parser.add_argument(
@@ -51,15 +49,12 @@ def add_parser(subparsers):
         "to --representative-data")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder of prepared TensorFlow Datasets")
-    parser.add_argument("--image-size", type=int, nargs=2,
-                        metavar=("HEIGHT", "WIDTH"),
-                        help="size of images read from a folder (default: "
-                        "the student's input size)")
-    parser.add_argument("--max-examples", type=int,
-                        help="examples compared in the parity report "
-                        "(default: all)")
+    _common.add_image_size_argument(parser)
+    _common.add_number(parser, "--max-examples", "positive_int",
+                       help="examples compared in the parity report "
+                       "(default: all)")
     _common.add_common_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(check=check, run=run)
     return parser
 
 
@@ -68,27 +63,29 @@ def default_output(student_path, quantize):
     return stem + ("" if quantize == "none" else f"_{quantize}") + ".tflite"
 
 
-def run(args):
-    from keras_kd import export
-
-    validation = _common.validation
+def check(args):
+    """Checks the files and outputs before anything is imported or read."""
     output = args.output or default_output(args.student, args.quantize)
     _common.check_suffix("--output", output, ".tflite")
     _common.check_exists("STUDENT.keras", args.student)
     if args.quantize == "int8" and not args.representative_data:
-        raise _common.UsageError(str(validation.cli_requires_error(
+        raise _common.requires_error(
             "--quantize int8", "`--representative-data DATA` to calibrate "
             "the int8 ranges", "--quantize=int8 without "
-            "--representative-data")))
+            "--representative-data")
     if args.int8_io and args.quantize != "int8":
-        raise _common.UsageError(str(validation.cli_requires_error(
-            "--int8-io", "`--quantize int8`",
-            f"--quantize={args.quantize}")))
-    _common.check_at_least("--representative-steps",
-                           args.representative_steps)
-    if args.max_examples is not None:
-        _common.check_at_least("--max-examples", args.max_examples)
+        raise _common.requires_error(
+            "--int8-io", "`--quantize int8`", f"--quantize={args.quantize}")
+    _common.check_outputs({"--output": output}, _common.input_files(args, {
+        "STUDENT.keras": "student",
+        "--representative-data": "representative_data",
+        "--eval-data": "eval_data"}))
 
+
+def run(args):
+    from keras_kd import export
+
+    output = args.output or default_output(args.student, args.quantize)
     student = _common.load_model("STUDENT.keras", args.student)
     image_shape = _common.image_shape_of(student, args.image_size)
     representative = None
@@ -99,6 +96,7 @@ def run(args):
         _common.check_inputs("student", "--representative-data", student,
                              data.train[0])
         x = data.train[0]
+        _common.check_finite("--representative-data", x)
         if args.quantize == "int8":
             import numpy as np
 
@@ -115,9 +113,11 @@ def run(args):
         num_classes = student.outputs[0].shape[-1] if getattr(
             student, "outputs", None) else None
         if num_classes:
-            _common.check_labels(flag, evaluation[1], num_classes)
+            _common.check_labels(flag, evaluation[1], num_classes,
+                                 unlabeled=False)
 
-    with _common.Timer() as timer:
+    quiet = not args.debug
+    with _common.Timer() as timer, _common.native_output_silenced(quiet):
         export.export_student(
             student, _common.make_parent(output),
             quantization=args.quantize,
@@ -129,8 +129,9 @@ def run(args):
     if evaluation is None:
         print("Pass --eval-data DATA for a parity report with accuracies.")
         return 0
-    report = export.parity_report(student, output, evaluation,
-                                  max_examples=args.max_examples,
-                                  quantization=args.quantize)
+    with _common.native_output_silenced(quiet):
+        report = export.parity_report(student, output, evaluation,
+                                      max_examples=args.max_examples,
+                                      quantization=args.quantize)
     print(report)
     return 0

@@ -1,11 +1,11 @@
 """`keras-kd tune`: a KerasTuner search of the temperature and alpha."""
 
 import csv
-import json
 import os
 
 from keras_kd.cli import _common
 from keras_kd.cli import distill
+from keras_kd.utils import io
 
 HELP = "search the temperature and alpha with KerasTuner"
 
@@ -37,20 +37,20 @@ def add_parser(subparsers):
     group = parser.add_argument_group("search")
     group.add_argument("--tuner", default="bayesian", choices=TUNERS,
                        help="KerasTuner search algorithm")
-    group.add_argument("--max-trials", type=int, default=10,
+    _common.add_number(group, "--max-trials", "positive_int", default=10,
                        help="trials to run (random, bayesian)")
-    group.add_argument("--epochs", type=int, default=10,
+    _common.add_number(group, "--epochs", "positive_int", default=10,
                        help="epochs per trial (hyperband: the most epochs "
                        "of a trial)")
-    group.add_argument("--temperature-range", type=float, nargs=2,
+    _common.add_number(group, "--temperature-range", "positive", nargs=2,
                        default=(1.0, 20.0), metavar=("MIN", "MAX"),
                        help="temperatures to search (log scale)")
-    group.add_argument("--alpha-range", type=float, nargs=2,
+    _common.add_number(group, "--alpha-range", "unit", nargs=2,
                        default=(0.0, 1.0), metavar=("MIN", "MAX"),
                        help="alphas (weight of the label loss) to search")
-    group.add_argument("--grid-size", type=int, default=3,
+    _common.add_number(group, "--grid-size", "positive_int", default=3,
                        help="values per range for --tuner grid")
-    group.add_argument("--learning-rate", type=float, default=1e-3,
+    _common.add_number(group, "--learning-rate", "positive", default=1e-3,
                        help="Adam learning rate")
     group.add_argument("--directory", default="keras_kd_tuning",
                        help="folder of the KerasTuner state and outputs")
@@ -72,7 +72,7 @@ def add_parser(subparsers):
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                         help="Keras and KerasTuner progress output")
     _common.add_common_arguments(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(check=check, run=run)
     return parser
 
 
@@ -110,19 +110,69 @@ def make_tuner(args, hypermodel):
 
 
 def write_table(path, rows):
-    _common.make_parent(path)
+    """Writes the trial table as JSON or CSV, atomically."""
     if path.lower().endswith(".json"):
-        with open(path, "w") as f:
-            json.dump(rows, f, indent=2)
+        io.write_json(path, rows, name="--table", indent=2)
         return path
     columns = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with open(path, "w", newline="") as f:
+    with io.atomic_write(path, "w", name="--table", make_parents=True,
+                         newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def output_paths(args):
+    """`(table, plot, output)`, with their defaults in --directory."""
+    return (args.table or os.path.join(args.directory, "trials.csv"),
+            args.plot or os.path.join(args.directory, "trials.png"),
+            args.output or os.path.join(args.directory,
+                                        "best_student.keras"))
+
+
+def check(args):
+    """Checks the files and outputs before anything is imported or read."""
+    table_path, plot_path, output = output_paths(args)
+    _common.check_suffix("--table", table_path, ".csv", ".json")
+    _common.check_suffix("--plot", plot_path, ".png")
+    _common.check_suffix("--output", output, ".keras")
+    _common.check_exists("TEACHER.keras", args.teacher)
+    _common.check_exists("STUDENT.keras", args.student)
+    inputs = _common.input_files(args, distill.INPUTS)
+    _common.check_outputs({"--table": table_path, "--plot": plot_path,
+                           "--output": output}, inputs)
+    check_directory(args, inputs)
+
+
+def check_directory(args, inputs):
+    """`--directory` must be a folder; `--overwrite` deletes only a
+    KerasTuner project (KerasTuner removes DIRECTORY/PROJECT_NAME)."""
+    if os.path.exists(args.directory) and not os.path.isdir(args.directory):
+        raise _common.UsageError(
+            "Argument `--directory` must be a folder, but it names a file. "
+            f"Received: --directory={args.directory!r}. Pass a folder path."
+        )
+    project = os.path.join(args.directory, args.project_name)
+    if not args.overwrite or not os.path.exists(project):
+        return
+    is_project = os.path.isdir(project) and os.path.isfile(
+        os.path.join(project, "oracle.json"))
+    holds_input = any(_common.same_path(project, path) or os.path.realpath(
+        path).startswith(os.path.realpath(project) + os.sep)
+        for path in inputs.values())
+    if not is_project or holds_input or _common.same_path(project, "."):
+        raise _common.UsageError(
+            "Argument `--overwrite` deletes the folder DIRECTORY/"
+            f"PROJECT_NAME ({project!r}), but it is not a KerasTuner project "
+            "(no oracle.json), holds an input or is the working directory, "
+            "so keras-kd refuses to delete it. Received: "
+            f"--directory={args.directory!r}, "
+            f"--project-name={args.project_name!r}. Pass another "
+            "--project-name or --directory."
+        )
 
 
 def run(args):
@@ -131,22 +181,13 @@ def run(args):
     from keras_kd import tuning
     from keras_kd.utils import models as model_utils
 
-    table_path = args.table or os.path.join(args.directory, "trials.csv")
-    plot_path = args.plot or os.path.join(args.directory, "trials.png")
-    output = args.output or os.path.join(args.directory,
-                                         "best_student.keras")
-    _common.check_suffix("--table", table_path, ".csv", ".json")
-    _common.check_suffix("--plot", plot_path, ".png")
-    _common.check_suffix("--output", output, ".keras")
-    for flag in ("--epochs", "--batch-size", "--max-trials", "--grid-size"):
-        _common.check_at_least(flag, getattr(args, flag[2:].replace(
-            "-", "_")))
+    table_path, plot_path, output = output_paths(args)
     teacher, student, data, x, y = distill.load_inputs(args)
     if data.validation is None:
-        raise _common.UsageError(str(_common.validation.cli_requires_error(
+        raise _common.requires_error(
             "--validation-split", "a fraction > 0 for data without a test "
             "split (trials are ranked by val_accuracy)",
-            f"--validation-split={args.validation_split}")))
+            f"--validation-split={args.validation_split}")
     temperature, alpha = search_space(args)
     keras.utils.set_random_seed(args.seed)
     with _common.checking_inputs():
@@ -168,7 +209,7 @@ def run(args):
     write_table(table_path, rows)
     tuning.plot_trials(tuner, plot_path)
     best = tuning.best_student(tuner)
-    best.save(_common.make_parent(output))
+    _common.save_model(best, output)
     completed = sum(row["status"] == "COMPLETED" for row in rows)
     print(f"\n{completed} of {len(rows)} trials completed in "
           f"{timer.seconds:.1f} s; best: " + ", ".join(

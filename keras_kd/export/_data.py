@@ -30,8 +30,22 @@ def _unpack(name, batch, data):
     if isinstance(batch, tuple) and 1 <= len(batch) <= 3:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
         if _is_array(x) and (y is None or _is_array(y)):
-            return _to_numpy(x), None if y is None else _to_numpy(y)
-    raise validation.export_data_type_error(name, data)
+            x = _to_numpy(x)
+            if y is None:
+                return x, None
+            y = _to_numpy(y)
+            if y.ndim == 0 or len(y) != len(x):
+                raise ValueError(
+                    f"Argument `{name}` must hold one label per input, but a "
+                    f"batch holds {len(x)} inputs and "
+                    f"{1 if y.ndim == 0 else len(y)} labels. Received: "
+                    f"{name} with x.shape={tuple(x.shape)} and "
+                    f"y.shape={tuple(y.shape)}. Pass `(x, y)` with "
+                    "`len(x) == len(y)`, or `x` alone for a report without "
+                    "accuracies."
+                )
+            return x, y
+    raise export_data_type_error(name, data)
 
 
 def iter_batches(name, data):
@@ -54,7 +68,7 @@ def iter_batches(name, data):
     if hasattr(data, "as_numpy_iterator"):
         batches = data.as_numpy_iterator()
     elif isinstance(data, (dict, str, bytes)) or not hasattr(data, "__iter__"):
-        raise validation.export_data_type_error(name, data)
+        raise export_data_type_error(name, data)
     else:
         batches = iter(data)
     for batch in batches:
@@ -75,7 +89,7 @@ def collect(name, data, max_examples=None):
         if max_examples is not None and count >= max_examples:
             break
     if not xs or count == 0:
-        raise validation.empty_data_error(name, data)
+        raise empty_data_error(name, data)
     x = np.concatenate(xs)[:max_examples]
     if any(y is None for y in ys):
         return x, None
@@ -99,9 +113,11 @@ def calibration_samples(data, steps, shape, dtype):
         A list of NumPy arrays, each of shape `(batch, *shape[1:])`.
     """
     batch = shape[0] if isinstance(shape[0], int) else 1
-    samples, pending = [], []
+    samples, pending, seen = [], [], 0
     for x, _ in iter_batches("representative_data", data):
         check_shape("representative_data", x.shape, shape)
+        check_finite("representative_data", x, seen)
+        seen += len(x)
         pending.extend(np.asarray(x, dtype=dtype))
         while len(pending) >= batch and len(samples) < steps:
             samples.append(np.stack(pending[:batch]))
@@ -109,8 +125,32 @@ def calibration_samples(data, steps, shape, dtype):
         if len(samples) >= steps:
             break
     if not samples:
-        raise validation.empty_data_error("representative_data", data)
+        raise empty_data_error("representative_data", data)
     return samples
+
+
+def check_finite(name, x, offset=0):
+    """Refuses inputs holding NaN or Inf (int8 calibration cannot use them).
+
+    The converter would take its activation ranges from them and write an
+    unquantized or damaged model without a word.
+    """
+    if not np.issubdtype(x.dtype, np.floating):
+        return
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    bad = ~finite.reshape(len(x), -1).all(axis=-1)
+    first = offset + int(np.argmax(bad))
+    raise ValueError(
+        f"Argument `{name}` must hold finite numbers: int8 calibration "
+        "measures the activation ranges on these inputs, and NaN or Inf "
+        "would give an unquantized or damaged model. Received: "
+        f"{name} with {int((~finite).sum())} NaN or Inf values in "
+        f"{int(bad.sum())} example(s), the first at index {first}. Remove "
+        "or repair those examples (for example keep "
+        "`x[np.isfinite(x).reshape(len(x), -1).all(axis=1)]`)."
+    )
 
 
 def check_shape(name, received, expected):
@@ -120,4 +160,44 @@ def check_shape(name, received, expected):
         e is None or e == r for e, r in zip(expected[1:], received[1:])
     )
     if not ok:
-        raise validation.input_shape_error(name, tuple(expected), received)
+        raise input_shape_error(name, tuple(expected), received)
+
+
+# Error messages.
+
+
+def empty_data_error(name, data):
+    return ValueError(
+        f"Argument `{name}` yielded no examples. Pass at least one batch of "
+        "inputs (int8 calibration and the parity report measure on them). "
+        f"Received: {name}={validation.short_repr(data)}"
+    )
+
+
+def export_data_type_error(name, data):
+    return TypeError(
+        f"Argument `{name}` must be a NumPy array or tensor of inputs, an "
+        "`(x, y)` or `(x, y, sample_weight)` tuple, a `tf.data.Dataset` or "
+        "an iterable of such batches, with one input tensor per batch. "
+        f"Received: {name}={validation.short_repr(data)} of type "
+        f"{type(data).__name__}"
+    )
+
+
+def input_shape_error(name, expected, received):
+    return ValueError(
+        f"Argument `{name}` holds inputs of shape {received}, but the model "
+        f"takes inputs of shape {expected} (`None` is any size). Reshape the "
+        f"data to match the student's input. Received: {name} of shape "
+        f"{received}"
+    )
+
+
+def multiple_io_error(what, count):
+    return NotImplementedError(
+        f"keras_kd.export runs and calibrates models with one input and one "
+        f"output, but this model has {count} {what}s. Export it with "
+        "`model.export(path, format='litert')` and drive "
+        "`ai_edge_litert.interpreter.Interpreter` yourself. Received: "
+        f"{count} {what}s"
+    )

@@ -20,12 +20,12 @@ import functools
 import os
 import re
 import tempfile
-import uuid
 import warnings
 
 import keras
 
 from keras_kd.export import _data
+from keras_kd.utils import io
 from keras_kd.utils import validation
 
 QUANTIZATION_MODES = ("none", "float16", "dynamic", "int8")
@@ -107,25 +107,25 @@ def export_student(
     >>> runner.predict(x_test).argmax(-1)
     """
     student = _get_student(model)
-    path = validation.check_tflite_path(path)
+    path = check_tflite_path(path)
     validation.check_one_of("quantization", quantization, QUANTIZATION_MODES)
     steps = validation.check_positive_integer(
         "representative_steps", representative_steps
     )
     if validation.check_bool("int8_io", int8_io) and quantization != "int8":
-        raise validation.int8_io_error(quantization)
+        raise int8_io_error(quantization)
     if quantization == "int8" and representative_data is None:
-        raise validation.missing_representative_data_error()
+        raise missing_representative_data_error()
     if quantization != "int8" and representative_data is not None:
         warnings.warn(
-            validation.representative_data_ignored_message(quantization),
+            representative_data_ignored_message(quantization),
             UserWarning,
             stacklevel=2,
         )
     preprocessing = getattr(model, "student_preprocessing", None)
     if preprocessing is not None:
         warnings.warn(
-            validation.student_preprocessing_message(preprocessing),
+            student_preprocessing_message(preprocessing),
             UserWarning,
             stacklevel=2,
         )
@@ -162,39 +162,13 @@ def export_student(
             if type(error).__name__ != "ConverterError":
                 raise
             ops, details = _summarize_converter_error(str(error))
-            raise validation.unsupported_ops_error(
+            raise unsupported_ops_error(
                 student.name, quantization, ops, details
             ) from error
 
-    _write_atomically(path, convert)
+    with io.atomic_path(path) as temp_path:
+        convert(temp_path)
     return path
-
-
-def _write_atomically(path, write):
-    """Runs `write(temp_path)` next to `path`, then moves the file in place.
-
-    On any error the temporary file is removed and `path` is untouched.
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    while True:
-        # The suffix keeps `.tflite` last: `Model.export` checks it. Unlike
-        # `mkstemp` (always 0o600), `os.open` gives the file the mode any new
-        # file gets under the umask.
-        temp_path = os.path.join(
-            directory, f".{name}.{uuid.uuid4().hex[:8]}.tmp.tflite"
-        )
-        try:
-            flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
-            os.close(os.open(temp_path, flags, 0o666))
-            break
-        except FileExistsError:
-            continue
-    try:
-        write(temp_path)
-        os.replace(temp_path, path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
 
 
 def _get_student(model):
@@ -203,18 +177,18 @@ def _get_student(model):
         return validation.check_model("student", student)
     if isinstance(model, keras.Model):
         return validation.check_model("model", model)
-    raise validation.export_model_type_error(model)
+    raise export_model_type_error(model)
 
 
 def _import_tensorflow():
     """Returns the `tensorflow` module, or the error saying how to export."""
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
-        raise validation.export_backend_error(backend)
+        raise export_backend_error(backend)
     try:
         import tensorflow as tf
     except ImportError as error:
-        raise validation.export_backend_error(
+        raise export_backend_error(
             backend, missing_tensorflow=True
         ) from error
     return tf
@@ -247,7 +221,7 @@ def _input_signature(student):
 def _single_input_spec(input_signature):
     flat = keras.tree.flatten(input_signature)
     if len(flat) != 1:
-        raise validation.multiple_io_error("input", len(flat))
+        raise _data.multiple_io_error("input", len(flat))
     return flat[0]
 
 
@@ -326,3 +300,105 @@ def _summarize_converter_error(message):
     useful = [line for line in lines if "error" in line or "ops:" in line]
     details = " | ".join((useful or lines)[-3:])
     return ops, details[-600:]
+
+
+# Error messages.
+
+
+def check_tflite_path(path):
+    """Returns `path` as a string if it names a `.tflite` file we can write."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "Argument `path` must be a string or `os.PathLike` ending in "
+            f"`.tflite`. Received: path={path!r} of type {type(path).__name__}"
+        )
+    path = os.fspath(path)
+    if not path.endswith(".tflite"):
+        raise ValueError(
+            f"Argument `path` must end in `.tflite`. Received: path={path!r}"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"The directory of `path` does not exist: {directory!r}. Create "
+            f"it first (`os.makedirs(...)`). Received: path={path!r}"
+        )
+    return io.check_file_target("path", path)
+
+
+def export_model_type_error(model):
+    return TypeError(
+        "Argument `model` must be a `keras.Model` (the student) or an object "
+        "with a `.student` attribute that is one, such as a "
+        "`keras_kd.Distiller`. Received: "
+        f"model={model!r} of type {type(model).__name__}"
+    )
+
+
+def int8_io_error(quantization):
+    return ValueError(
+        "Argument `int8_io=True` makes the model take and return int8 "
+        "tensors, which needs a fully quantized model. Pass "
+        "`quantization='int8'` (with `representative_data=`), or "
+        f"`int8_io=False`. Received: quantization={quantization!r}"
+    )
+
+
+def missing_representative_data_error():
+    return ValueError(
+        "`quantization='int8'` calibrates the activation ranges on sample "
+        "inputs, so it needs `representative_data`: a NumPy array, an "
+        "`(x, y)` tuple, a `tf.data.Dataset` or an iterable of batches taken "
+        "from the distillation data (for example `representative_data="
+        "x_train`). Received: representative_data=None"
+    )
+
+
+def representative_data_ignored_message(quantization):
+    return (
+        "Argument `representative_data` is only used with "
+        f"`quantization='int8'`; it is ignored for "
+        f"quantization={quantization!r}."
+    )
+
+
+def export_backend_error(backend, missing_tensorflow=False):
+    how = (
+        "Save the student with `student.save('student.keras')`, load it in "
+        "a process started with `KERAS_BACKEND=tensorflow` "
+        "(`keras.saving.load_model('student.keras')`), and call "
+        "`keras_kd.export.export_student(student, 'student.tflite')` there."
+    )
+    if missing_tensorflow:
+        return ImportError(
+            f"Exporting to LiteRT on the {backend!r} backend converts the "
+            "student with TensorFlow (jax2tf and the TFLite converter), which "
+            "is not installed. Install it with `pip install tensorflow`, or "
+            f"export under TensorFlow: {how} Received: backend={backend!r}"
+        )
+    return NotImplementedError(
+        f"keras_kd.export cannot export on the {backend!r} backend; it "
+        f"supports 'tensorflow' and 'jax'. {how} Received: backend={backend!r}"
+    )
+
+
+def unsupported_ops_error(model_name, quantization, ops, details):
+    listed = ", ".join(ops) if ops else "see the converter message below"
+    return ValueError(
+        f"The student {model_name!r} uses operations that the LiteRT "
+        f"built-in op set cannot run with quantization={quantization!r}: "
+        f"{listed}. Replace the layers that use them with layers built on "
+        "supported ops (for example avoid `keras.ops.linalg` decompositions "
+        "in the forward pass), or try another `quantization`. No file was "
+        f"written. Converter message (last lines): {details}"
+    )
+
+
+def student_preprocessing_message(preprocessing):
+    return (
+        "The Distiller applies `student_preprocessing` "
+        f"({validation.short_repr(preprocessing)}) before the student, but the "
+        "exported file holds the student alone. Apply the same "
+        "preprocessing to the inputs of the `.tflite` model, or export a "
+        "`keras.Sequential([preprocessing, student])` instead."
+    )

@@ -7,6 +7,11 @@ import numpy as np
 from keras_kd.export import _data
 from keras_kd.utils import validation
 
+LITERT_IMPORT_MESSAGE = (
+    "keras_kd.export requires ai-edge-litert. Install it with: "
+    "pip install 'keras-kd[litert]'"
+)
+
 
 def interpreter_class():
     """Returns the LiteRT `Interpreter` class of the installed stack.
@@ -28,7 +33,7 @@ def interpreter_class():
 
             return tf.lite.Interpreter
         except (ImportError, AttributeError):
-            raise ImportError(validation.LITERT_IMPORT_MESSAGE) from error
+            raise ImportError(LITERT_IMPORT_MESSAGE) from error
 
 
 class LiteRTModel:
@@ -73,9 +78,9 @@ class LiteRTModel:
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1:
-            raise validation.multiple_io_error("input", len(inputs))
+            raise _data.multiple_io_error("input", len(inputs))
         if len(outputs) != 1:
-            raise validation.multiple_io_error("output", len(outputs))
+            raise _data.multiple_io_error("output", len(outputs))
         self._input, self._output = inputs[0], outputs[0]
         signature = self._input.get("shape_signature", self._input["shape"])
         self.input_shape = tuple(
@@ -119,7 +124,7 @@ class LiteRTModel:
         x = self.prepare(x)
         batch = self.fixed_batch_size
         if batch is not None and x.shape[0] != batch:
-            raise validation.fixed_batch_error(batch, x.shape[0])
+            raise fixed_batch_error(batch, x.shape[0])
         self.set_input(x)
         self._interpreter.invoke()
         return self.get_output(dequantize)
@@ -141,7 +146,7 @@ class LiteRTModel:
         """
         x = self.prepare(x)
         if len(x) == 0:
-            raise validation.empty_data_error("x", x)
+            raise _data.empty_data_error("x", x)
         step = self.fixed_batch_size or validation.check_positive_integer(
             "batch_size", batch_size
         )
@@ -183,14 +188,14 @@ class LiteRTModel:
         _data.check_shape("x", x.shape, self.input_shape)
         if self.input_quantization is None:
             if not np.issubdtype(x.dtype, np.number):
-                raise validation.litert_input_dtype_error(
+                raise litert_input_dtype_error(
                     self.input_dtype.name, x.dtype.name, quantized=False
                 )
             return x.astype(self.input_dtype, copy=False)
         if x.dtype == self.input_dtype:
             return x
         if not np.issubdtype(x.dtype, np.floating):
-            raise validation.litert_input_dtype_error(
+            raise litert_input_dtype_error(
                 self.input_dtype.name, x.dtype.name, quantized=True
             )
         scale, zero_point = self.input_quantization
@@ -213,3 +218,28 @@ def _quantization(details):
     if not scale:
         return None
     return float(scale), int(zero_point)
+
+
+# Error messages.
+
+
+def litert_input_dtype_error(expected, received, quantized):
+    if quantized:
+        fix = (
+            "Pass float inputs (they are quantized with the input tensor's "
+            f"scale and zero point) or {expected} values."
+        )
+    else:
+        fix = f"Pass numeric inputs (they are cast to {expected})."
+    return TypeError(
+        f"The LiteRT model takes {expected} inputs. {fix} Received: inputs "
+        f"of dtype {received}"
+    )
+
+
+def fixed_batch_error(expected, received):
+    return ValueError(
+        f"The LiteRT model was exported with a fixed batch size of "
+        f"{expected}. Call `predict(x)`, which splits and pads the data, or "
+        f"pass exactly {expected} examples. Received: batch size {received}"
+    )

@@ -201,8 +201,23 @@ def parity_report(
 
 def _sparse_labels(y, logits_shape):
     y = np.asarray(y)
-    if y.shape == tuple(logits_shape) and logits_shape[-1] > 1:
+    classes = logits_shape[-1]
+    if y.ndim == len(logits_shape) and y.shape[-1] > 1:
+        if y.shape[-1] != classes:
+            raise ValueError(
+                "Argument `data` holds one-hot labels of width "
+                f"{y.shape[-1]}, but the student has {classes} classes. "
+                f"Received: labels of shape {tuple(y.shape)}. Pass class ids "
+                f"or one-hot rows of width {classes}."
+            )
         return y.argmax(-1)
+    if y.size != int(np.prod(logits_shape[:-1])):
+        raise ValueError(
+            "Argument `data` must hold one class id (or one one-hot row) per "
+            f"input. Received: labels of shape {tuple(y.shape)} for "
+            f"{logits_shape[0]} inputs. Pass `(x, y)` with `y` of shape "
+            f"({logits_shape[0]},)."
+        )
     return y.reshape(logits_shape[:-1]).astype("int64")
 
 

@@ -15,12 +15,15 @@ This sub-package needs KerasTuner (`pip install 'keras-kd[tuning]'`);
 `import keras_kd` does not import it.
 """
 
-from keras_kd.utils import validation as _validation
+TUNING_IMPORT_MESSAGE = (
+    "keras_kd.tuning requires KerasTuner. Install it with: "
+    "pip install 'keras-kd[tuning]'"
+)
 
 try:
     import keras_tuner  # noqa: F401
 except ImportError as _error:  # pragma: no cover - depends on the install
-    raise ImportError(_validation.TUNING_IMPORT_MESSAGE) from _error
+    raise ImportError(TUNING_IMPORT_MESSAGE) from _error
 
 from keras_kd.tuning.hypermodel import DistillerHyperModel  # noqa: E402
 from keras_kd.tuning.results import best_student  # noqa: E402

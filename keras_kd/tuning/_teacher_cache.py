@@ -15,7 +15,6 @@ import numpy as np
 
 from keras_kd import data as kd_data
 from keras_kd.data import cache as cache_module
-from keras_kd.utils import validation
 
 # A search sees the training and the validation data; a few more entries
 # cover a user who searches twice with the same hypermodel.
@@ -145,7 +144,7 @@ class TeacherCacheStore:
         ).prefetch(tf.data.AUTOTUNE)
 
     def _warn(self, reason):
-        warnings.warn(validation.uncached_teacher_message(reason),
+        warnings.warn(uncached_teacher_message(reason),
                       UserWarning, stacklevel=4)
 
 
@@ -169,3 +168,16 @@ def _merge_targets(element, outputs):
     if y is not None:
         targets["labels"] = y
     return keras.utils.pack_x_y_sample_weight(x, targets, weights)
+
+
+# Error messages.
+
+
+def uncached_teacher_message(reason):
+    return (
+        f"The teacher's outputs are not cached for this search ({reason}), "
+        "so every trial runs the teacher on every training batch. For "
+        "searches that cost about one student training per trial, pass "
+        "arrays, or a `tf.data.Dataset` that yields the same batches on "
+        "every pass (no reshuffling, no random augmentation)."
+    )

@@ -1,5 +1,6 @@
 """DistillerHyperModel: a KerasTuner search over temperature and alpha."""
 
+import difflib
 import inspect
 import math
 import warnings
@@ -8,6 +9,7 @@ import keras
 import keras_tuner
 
 from keras_kd.distiller import Distiller
+from keras_kd.tuning._space import check_search_space
 from keras_kd.tuning._space import declare as _declare
 from keras_kd.tuning._space import logged_metric_names
 from keras_kd.tuning._space import takes_hp as _takes_hp
@@ -139,14 +141,14 @@ class DistillerHyperModel(keras_tuner.HyperModel):
             self._student_template, self._student_builder = None, student
             self._builder_takes_hp = _takes_hp(student)
         else:
-            raise validation.student_source_type_error(student)
+            raise student_source_type_error(student)
         self.space = {
-            "temperature": validation.check_search_space(
+            "temperature": check_search_space(
                 "temperature", temperature, "positive"),
-            "alpha": validation.check_search_space("alpha", alpha, "unit"),
+            "alpha": check_search_space("alpha", alpha, "unit"),
         }
         if learning_rate is not None:
-            self.space["learning_rate"] = validation.check_search_space(
+            self.space["learning_rate"] = check_search_space(
                 "learning_rate", learning_rate, "positive")
         self.optimizer = optimizer
         if metrics is not None and not isinstance(metrics, (list, tuple)):
@@ -176,7 +178,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         if feature_weights is None:
             return {}
         if not self.features:
-            raise validation.feature_weights_without_features_error(
+            raise feature_weights_without_features_error(
                 feature_weights)
         names = [match.log_name for match in self.features]
         if isinstance(feature_weights, dict):
@@ -188,7 +190,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         else:
             specs = {name: feature_weights for name in names}
         return {
-            name: validation.check_search_space(
+            name: check_search_space(
                 f"{name}_weight", spec, "non_negative")
             for name, spec in specs.items()
         }
@@ -220,7 +222,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
                     temperature=values["temperature"], features=features,
                     **self.distiller_kwargs)
         except (TypeError, ValueError) as error:
-            raise _fatal(validation.incompatible_student_error(error)) from \
+            raise _fatal(incompatible_student_error(error)) from \
                 error
         distiller.compile(
             optimizer=self._new_optimizer(values.get("learning_rate")),
@@ -236,9 +238,9 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         else:
             student = self._student_builder()
         if not isinstance(student, keras.Model):
-            raise _fatal(validation.built_student_type_error(student))
+            raise _fatal(built_student_type_error(student))
         if student is self._last_student or student is self.teacher:
-            raise _fatal(validation.reused_student_error(student.name))
+            raise _fatal(reused_student_error(student.name))
         self._last_student = student
         return student
 
@@ -289,7 +291,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         losses = history.history.get("loss", [])
         if any(not math.isfinite(float(v)) for v in losses):
             raise keras_tuner.errors.FailedTrialError(
-                validation.diverged_trial_message(_tuned_values(hp)))
+                diverged_trial_message(_tuned_values(hp)))
         return history
 
     def logged_names(self, model, include_validation=True):
@@ -304,18 +306,18 @@ class DistillerHyperModel(keras_tuner.HyperModel):
     def _check_objective(self, objective, model, arguments):
         objectives = getattr(objective, "objectives", None) or [objective]
         if any(type(o).__name__ == "DefaultObjective" for o in objectives):
-            raise _fatal(validation.missing_objective_error())
+            raise _fatal(missing_objective_error())
         has_validation = (arguments.get("validation_data") is not None
                           or bool(arguments.get("validation_split")))
         logged = self.logged_names(model)
         for item in objectives:
             name = item.name
             if name not in logged:
-                raise _fatal(validation.objective_not_logged_error(
+                raise _fatal(objective_not_logged_error(
                     name, logged))
             if name.startswith("val_") and not has_validation:
                 raise _fatal(
-                    validation.objective_without_validation_error(name))
+                    objective_without_validation_error(name))
             base = name[4:] if name.startswith("val_") else name
             # The loss scale moves with these, not with the learning rate.
             scales = [self.space["temperature"], self.space["alpha"]]
@@ -324,7 +326,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
             if base in _LOSS_OBJECTIVES and tuned and \
                     not self._warned_loss_objective:
                 self._warned_loss_objective = True
-                warnings.warn(validation.loss_objective_message(name),
+                warnings.warn(loss_objective_message(name),
                               UserWarning, stacklevel=3)
 
 
@@ -346,3 +348,101 @@ def _find_tuner(callbacks):
 
 def _tuned_values(hp):
     return {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+
+
+# Error messages.
+
+
+def student_source_type_error(student):
+    return TypeError(
+        "Argument `student` must be a function that builds a new student "
+        "`keras.Model` (called once per trial, optionally with `hp`), or a "
+        "built `keras.Model` whose architecture is cloned with fresh weights "
+        "for every trial. Received: "
+        f"student={validation.short_repr(student)} of type "
+        f"{type(student).__name__}"
+    )
+
+
+def built_student_type_error(result):
+    return TypeError(
+        "The student builder must return a new `keras.Model` (the student, "
+        "returning logits) each time it is called. Received: the builder "
+        f"returned {validation.short_repr(result)} of type "
+        f"{type(result).__name__}"
+    )
+
+
+def reused_student_error(name):
+    return ValueError(
+        f"The student builder returned the model {name!r} again. Every "
+        "trial must start from a fresh student, so create the model inside "
+        "the function (or pass the model itself as `student=`, which is "
+        "cloned with new weights for every trial). Received: the same "
+        "`keras.Model` object twice"
+    )
+
+
+def incompatible_student_error(error):
+    cls = TypeError if isinstance(error, TypeError) else ValueError
+    return cls(
+        "The student built for this search cannot be distilled from the "
+        f"teacher: {error}"
+    )
+
+
+def feature_weights_without_features_error(feature_weights):
+    return ValueError(
+        "Argument `feature_weights` sets the weights of `features`, but no "
+        "`features` were given. Pass `features=[keras_kd.FeatureMatch(...)]`"
+        " or leave `feature_weights=None`. Received: "
+        f"feature_weights={feature_weights!r}, features=None"
+    )
+
+
+def missing_objective_error():
+    return ValueError(
+        "The tuner has no `objective`, so it cannot rank the Distillers it "
+        "trains. Pass the student's validation metric, for example "
+        "`keras_tuner.RandomSearch(hypermodel, objective='val_accuracy', "
+        "...)`. Received: objective=None"
+    )
+
+
+def objective_not_logged_error(name, logged):
+    close = difflib.get_close_matches(str(name), list(logged), n=3)
+    hint = f" Close matches: {close}." if close else ""
+    return ValueError(
+        f"The objective {name!r} is not logged by the Distiller, so no trial "
+        f"could ever be scored. Expected one of {sorted(logged)}.{hint} "
+        f"Received: objective={name!r}"
+    )
+
+
+def objective_without_validation_error(name):
+    return ValueError(
+        f"The objective {name!r} is measured on validation data, but "
+        "`search()` received no `validation_data` and no `validation_split`."
+        " Pass `tuner.search(x, y, validation_data=(x_val, y_val), ...)`. "
+        f"Received: objective={name!r}, validation_data=None"
+    )
+
+
+def loss_objective_message(name):
+    return (
+        f"The objective {name!r} is a distillation loss. Losses computed at "
+        "different temperatures and alphas are not comparable (the soft loss "
+        "grows with the temperature), so the search would rank them by their "
+        "scale. Use the student's validation metric instead, for example "
+        "`objective='val_accuracy'`."
+    )
+
+
+def diverged_trial_message(values):
+    shown = ", ".join(f"{k}={v!r}" for k, v in sorted(values.items()))
+    return (
+        f"The trial diverged: the training loss became NaN or Inf ({shown}). "
+        "keras.callbacks.TerminateOnNaN stopped it; it is recorded as FAILED "
+        "and the search goes on. Lower the learning rate or narrow the "
+        "ranges if many trials fail."
+    )

@@ -2,11 +2,15 @@
 
 import math
 import os
-import tempfile
 
+from keras_kd.utils import io
 from keras_kd.utils import validation
 
 _COMPLETED = "COMPLETED"
+PLOT_IMPORT_MESSAGE = (
+    "keras_kd.tuning.plot_trials requires Matplotlib. Install it with: "
+    "pip install 'keras-kd[tuning]'"
+)
 
 
 def _check_tuner(tuner):
@@ -15,7 +19,7 @@ def _check_tuner(tuner):
     oracle = getattr(tuner, "oracle", None)
     if oracle is None or not isinstance(getattr(tuner, "hypermodel", None),
                                         DistillerHyperModel):
-        raise validation.tuner_type_error(tuner)
+        raise tuner_type_error(tuner)
     return oracle
 
 
@@ -51,7 +55,7 @@ def best_student(tuner):
     oracle = _check_tuner(tuner)
     completed = _completed(oracle)
     if not completed:
-        raise validation.no_completed_trial_error(
+        raise no_completed_trial_error(
             {t.trial_id: t.status for t in oracle.trials.values()})
     best = [t for t in oracle.get_best_trials(len(oracle.trials))
             if t.status == _COMPLETED][0]
@@ -138,14 +142,14 @@ def plot_trials(tuner, path):
     Returns:
         The path written.
     """
-    path = validation.check_png_path(path)
+    path = io.check_file_target("path", check_png_path(path))
     table = trial_table(tuner)
     name = tuner.oracle.objective.name
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError(validation.PLOT_IMPORT_MESSAGE) from error
+        raise ImportError(PLOT_IMPORT_MESSAGE) from error
 
     best = {}
     failed = []
@@ -180,16 +184,43 @@ def plot_trials(tuner, path):
     if best or failed:
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".keras_kd_plot_", suffix=".png",
-                                   dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with io.atomic_path(path, make_parents=True) as temp:
+        fig.savefig(temp, format="png")
+    return path
+
+
+# Error messages.
+
+
+def tuner_type_error(tuner):
+    return TypeError(
+        "Argument `tuner` must be a KerasTuner tuner built with a "
+        "`keras_kd.tuning.DistillerHyperModel`, for example "
+        "`keras_tuner.RandomSearch(DistillerHyperModel(...), ...)`. "
+        f"Received: tuner={validation.short_repr(tuner)} of type "
+        f"{type(tuner).__name__}"
+    )
+
+
+def no_completed_trial_error(statuses):
+    return ValueError(
+        "The search has no completed trial to take the student from. Run "
+        "`tuner.search(...)` first; if trials failed, read "
+        "`tuner.oracle.trials[trial_id].message`. Received: trial statuses "
+        f"{statuses}"
+    )
+
+
+def check_png_path(path):
+    """Returns `path` as a string if it names a `.png` file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "Argument `path` must be a string or `os.PathLike` ending in "
+            f"`.png`. Received: path={path!r} of type {type(path).__name__}"
+        )
+    path = os.fspath(path)
+    if not path.lower().endswith(".png"):
+        raise ValueError(
+            f"Argument `path` must end in `.png`. Received: path={path!r}"
+        )
     return path

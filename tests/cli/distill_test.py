@@ -69,7 +69,7 @@ class DistillCommandTest(cli.CommandTestCase):
     def test_class_mismatch_is_a_usage_error(self):
         cli.assert_one_line_error(
             self.errors["class_mismatch"], 2,
-            r"the teacher outputs 10 logits and the student 5", "distill")
+            r"outputs 10 logits and the student 5", "distill")
 
     def test_unknown_layer_is_a_usage_error(self):
         line = cli.assert_one_line_error(
@@ -143,15 +143,169 @@ class DistillCommandTest(cli.CommandTestCase):
                       "`.keras`", err)
 
     def test_failure_during_the_run_exits_1(self):
-        # The output folder cannot be created: a file is in the way.
         folder = self.get_temp_dir()
-        blocker = os.path.join(folder, "file")
-        open(blocker, "w").close()
-        code, out, err = cli.call_main([
-            "distill", self.models["teacher"], self.models["student"],
-            "--data", self.npz, "--epochs", "1", "--verbose", "0",
-            "--output", os.path.join(blocker, "student.keras")])
+
+        def full_disk(model, path):
+            raise OSError(28, "No space left on device")
+
+        with mock.patch.object(_common, "save_model", full_disk):
+            code, out, err = cli.call_main([
+                "distill", self.models["teacher"], self.models["student"],
+                "--data", self.npz, "--epochs", "1", "--verbose", "0",
+                "--output", os.path.join(folder, "student.keras")])
         self.assertEqual(code, 1, out + err)
         lines = err.strip().splitlines()
         self.assertEqual(len(lines), 1, err)
-        self.assertRegex(lines[0], r"^keras-kd distill: error: .*--debug")
+        self.assertRegex(lines[0], r"^keras-kd distill: error: .*No space "
+                         r"left on device.*--debug")
+
+
+class DistillRefusesEarlyTest(cli.CommandTestCase):
+    """Mistakes found before the first training step: exit 2, one line,
+    and the inputs untouched."""
+
+    def distill(self, *extra, data=None, teacher=None):
+        boom = AssertionError("training started")
+        with mock.patch("keras_kd.Distiller.fit", side_effect=boom):
+            return cli.call_main([
+                "distill", teacher or self.models["teacher"],
+                self.models["student"], "--data", data or self.npz,
+                "--epochs", "1", "--verbose", "0", *extra])
+
+    def assertRefused(self, result, pattern):
+        code, out, err = result
+        self.assertEqual(code, 2, out + err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertRegex(err, r"^keras-kd distill: error: .*" + pattern)
+        self.assertNotIn("Distilling", out)
+
+    def copy_of_teacher(self):
+        path = os.path.join(self.get_temp_dir(), "t.keras")
+        with open(self.models["teacher"], "rb") as f:
+            content = f.read()
+        with open(path, "wb") as f:
+            f.write(content)
+        return path, content
+
+    def test_output_over_the_teacher_is_refused(self):
+        teacher, content = self.copy_of_teacher()
+        folder = os.path.dirname(teacher)
+        for output in (teacher, os.path.join(folder, "sub", "..", "t.keras")):
+            self.assertRefused(
+                self.distill("--output", output, teacher=teacher),
+                r"Argument `--output` names the same file as "
+                r"`TEACHER.keras`, one of this command's inputs, which "
+                "keras-kd never overwrites")
+        link = os.path.join(folder, "link.keras")
+        os.symlink(teacher, link)
+        self.assertRefused(self.distill("--output", link, teacher=teacher),
+                           "names the same file as `TEACHER.keras`")
+        with open(teacher, "rb") as f:
+            self.assertEqual(f.read(), content)
+
+    def test_output_over_the_student_is_refused(self):
+        self.assertRefused(
+            self.distill("--output", self.models["student"]),
+            "`--output` names the same file as `STUDENT.keras`")
+
+    def test_unwritable_output_is_refused_before_training(self):
+        folder = self.get_temp_dir()
+        blocker = os.path.join(folder, "file")
+        open(blocker, "w").close()
+        self.assertRefused(
+            self.distill("--output", os.path.join(blocker, "s.keras")),
+            r"Argument `--output` cannot be written: '.*file' is a file")
+        self.assertRefused(
+            self.distill("--output", folder + os.sep + "x.keras",
+                         "--tflite", folder),
+            r"Argument `--tflite` must be a path ending in `.tflite`")
+        os.makedirs(os.path.join(folder, "dir.keras"))
+        self.assertRefused(
+            self.distill("--output", os.path.join(folder, "dir.keras")),
+            r"Argument `--output` must name a file, but .* is a folder")
+
+    def test_read_only_folder_is_refused(self):
+        folder = self.get_temp_dir()
+        real_access = os.access
+
+        def access(path, mode):
+            return False if path == folder else real_access(path, mode)
+
+        with mock.patch("os.access", access):
+            self.assertRefused(
+                self.distill("--output", os.path.join(folder, "s.keras")),
+                r"Argument `--output` cannot be written: the folder .* is "
+                "not writable")
+
+    def make_npz(self, **arrays):
+        rng = np.random.default_rng(0)
+        base = dict(
+            x_train=rng.integers(0, 256, (64, 8, 8), dtype=np.uint8),
+            y_train=rng.integers(0, 10, (64,)),
+            x_test=rng.integers(0, 256, (32, 8, 8), dtype=np.uint8),
+            y_test=rng.integers(0, 10, (32,)))
+        base.update(arrays)
+        path = os.path.join(self.get_temp_dir(), "data.npz")
+        np.savez(path, **base)
+        return path
+
+    def test_length_mismatch(self):
+        path = self.make_npz(y_train=np.zeros(60, "int64"))
+        self.assertRefused(
+            self.distill(data=path),
+            r"The file '.*data.npz' holds 64 train inputs but 60 labels")
+
+    def test_empty_npz(self):
+        path = self.make_npz(x_train=np.zeros((0, 8, 8), "uint8"),
+                             y_train=np.zeros(0, "int64"))
+        self.assertRefused(self.distill(data=path),
+                           "holds no train samples")
+
+    def test_float_labels(self):
+        y = np.zeros(64, "float32")
+        y[5] = 3.7
+        self.assertRefused(
+            self.distill(data=self.make_npz(y_train=y)),
+            r"values that are not whole numbers.*y_train\[5\]="
+            r"(np.float32\()?3.7")
+
+    def test_soft_labels_are_not_one_hot(self):
+        y = np.full((64, 10), 0.1, "float32")
+        self.assertRefused(
+            self.distill(data=self.make_npz(y_train=y)),
+            r"holds `y_train` of shape \(64, 10\), which are neither class "
+            "ids nor one-hot rows")
+
+    def test_nan_inputs(self):
+        x = np.random.default_rng(0).random((64, 8, 8)).astype("float32")
+        x[7, 1, 1] = np.nan
+        self.assertRefused(
+            self.distill(data=self.make_npz(x_train=x)),
+            r"holds NaN or Inf in `x_train` \(1 sample\(s\), the first "
+            r"at index 7\)")
+
+    def test_damaged_teacher_file(self):
+        teacher, content = self.copy_of_teacher()
+        with open(teacher, "wb") as f:
+            f.write(content[: len(content) // 2])
+        self.assertRefused(
+            self.distill(teacher=teacher),
+            r"Argument `TEACHER.keras` names a damaged file: it is not a "
+            r"valid `.keras` zip archive \(\d+ bytes; a truncated")
+
+    def test_one_hot_labels_are_read_as_class_ids(self):
+        rng = np.random.default_rng(0)
+        y = rng.integers(0, 10, (64,))
+        path = self.make_npz(y_train=np.eye(10, dtype="float32")[y],
+                             y_test=np.eye(10, dtype="uint8")[y[:32]])
+        from keras_kd.data import load_dataset
+
+        (_, y_train), (_, y_test) = load_dataset(path)
+        self.assertEqual(y_train.tolist(), y.tolist())
+        self.assertEqual(y_test.tolist(), y[:32].tolist())
+        code, out, err = cli.call_main([
+            "distill", self.models["teacher"], self.models["student"],
+            "--data", path, "--epochs", "1", "--verbose", "0", "--output",
+            os.path.join(self.get_temp_dir(), "s.keras")])
+        self.assertEqual(code, 0, err)
+        self.assertIn("64 training samples", out)

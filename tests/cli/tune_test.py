@@ -46,15 +46,54 @@ class TuneCommandTest(cli.CommandTestCase):
             "--directory", self.get_temp_dir()])
         self.assertEqual(code, 2)
         self.assertEqual(len(err.splitlines()), 1)
-        self.assertIn("Argument `alpha` must hold numbers in [0, 1]", err)
+        self.assertIn("Argument `--alpha-range` must be a number in [0, 1] "
+                      "(each value). Received: --alpha-range=0.0 2.0", err)
+
+    def test_output_over_the_teacher_is_refused(self):
+        folder = self.get_temp_dir()
+        teacher = os.path.join(folder, "teacher.keras")
+        with open(self.models["teacher"], "rb") as f:
+            original = f.read()
+        with open(teacher, "wb") as f:
+            f.write(original)
+        code, out, err = cli.call_main([
+            "tune", teacher, self.models["student"], "--data", self.npz,
+            "--directory", folder, "--output", teacher])
+        self.assertEqual(code, 2, err)
+        self.assertIn("Argument `--output` names the same file as "
+                      "`TEACHER.keras`", err)
+        with open(teacher, "rb") as f:
+            self.assertEqual(f.read(), original)
+
+    def test_overwrite_deletes_only_a_keras_tuner_project(self):
+        folder = self.get_temp_dir()
+        project = os.path.join(folder, "thesis")
+        os.makedirs(project)
+        with open(os.path.join(project, "chapter1.tex"), "w") as f:
+            f.write("keep")
+        code, _, err = cli.call_main([
+            "tune", self.models["teacher"], self.models["student"],
+            "--data", self.npz, "--directory", folder, "--project-name",
+            "thesis", "--overwrite"])
+        self.assertEqual(code, 2, err)
+        self.assertIn("it is not a KerasTuner project (no oracle.json)", err)
+        self.assertEqual(os.listdir(project), ["chapter1.tex"])
+
+    def test_directory_must_be_a_folder(self):
+        path = os.path.join(self.get_temp_dir(), "file")
+        open(path, "w").close()
+        code, _, err = cli.call_main([
+            "tune", self.models["teacher"], self.models["student"],
+            "--data", self.npz, "--directory", path])
+        self.assertEqual(code, 2, err)
+        self.assertIn("`--table` cannot be written", err)
 
     def test_class_mismatch(self):
         code, _, err = cli.call_main([
             "tune", self.models["teacher"], self.models["five"],
             "--data", self.npz, "--directory", self.get_temp_dir()])
         self.assertEqual(code, 2)
-        self.assertIn("the teacher outputs 10 logits and the student 5",
-                      err)
+        self.assertRegex(err, "outputs 10 logits and the student 5")
 
     def test_table_suffix(self):
         code, _, err = cli.call_main([

@@ -16,7 +16,8 @@ from absl.testing import parameterized
 import keras_kd
 from keras_kd import export
 from keras_kd.export import _data
-from keras_kd.utils import validation
+from keras_kd.export.litert_model import LITERT_IMPORT_MESSAGE
+from keras_kd.utils import io
 from tests.conftest import make_conv_pair
 from tests.conftest import make_data
 from tests.conftest import make_dense_pair
@@ -361,6 +362,53 @@ class ExportArgumentTest(TestCase):
                                   quantization="int8",
                                   representative_data=data)
 
+    @parameterized.named_parameters(("nan", np.nan), ("inf", np.inf))
+    def test_non_finite_representative_data(self, value):
+        x = np.zeros((6, 20), "float32")
+        x[4, 3] = value
+        with self.assertRaisesRegex(
+            ValueError, r"Argument `representative_data` must hold finite "
+            r"numbers.*Received: representative_data with 1 NaN or Inf "
+            r"values in 1 example\(s\), the first at index 4"
+        ):
+            export.export_student(make_student(), self.path,
+                                  quantization="int8", representative_data=x)
+
+    def test_unwritable_folder_names_the_users_path(self):
+        real_access = os.access
+
+        def access(path, mode):
+            return False if path == self.dir else real_access(path, mode)
+
+        with mock.patch("os.access", access):
+            with self.assertRaisesRegex(PermissionError, "") as context:
+                export.export_student(make_student(), self.path)
+        message = str(context.exception)
+        self.assertIn(f"the folder {self.dir!r} is not writable", message)
+        self.assertIn(f"Received: path={self.path!r}", message)
+        self.assertNotIn(".tmp", message)
+
+    def test_failed_temporary_file_names_the_users_path(self):
+        def refuse(path, suffix):
+            temp = os.path.join(os.path.dirname(path), ".s.1234.tmp.tflite")
+            raise PermissionError(13, "Permission denied", temp)
+
+        with mock.patch.object(io, "_new_temp_file", refuse):
+            with self.assertRaises(PermissionError) as context:
+                export.export_student(make_student(), self.path)
+        message = str(context.exception)
+        self.assertIn("Argument `path` could not be written (Permission "
+                      "denied)", message)
+        self.assertIn(f"Received: path={self.path!r}", message)
+        self.assertNotIn(".tmp", message)
+
+    def test_a_folder_is_not_a_path(self):
+        folder = os.path.join(self.dir, "out.tflite")
+        os.makedirs(folder)
+        with self.assertRaisesRegex(ValueError, "is a folder"):
+            export.export_student(make_student(), folder)
+        os.rmdir(folder)
+
     def test_model_type(self):
         with self.assertRaisesRegex(TypeError, "keras_kd.Distiller"):
             export.export_student("student.keras", self.path)
@@ -396,11 +444,11 @@ class LiteRTModelTest(TestCase):
                    "tensorflow": None}
         with mock.patch.dict(sys.modules, blocked):
             with self.assertRaisesRegex(
-                ImportError, re.escape(validation.LITERT_IMPORT_MESSAGE)
+                ImportError, re.escape(LITERT_IMPORT_MESSAGE)
             ):
                 export.LiteRTModel("student.tflite")
         self.assertEqual(
-            validation.LITERT_IMPORT_MESSAGE,
+            LITERT_IMPORT_MESSAGE,
             "keras_kd.export requires ai-edge-litert. Install it with: "
             "pip install 'keras-kd[litert]'",
         )

@@ -186,6 +186,24 @@ class ParityReportTest(TestCase):
                                       latency_runs=1)
         self.assertEqual(report.top1_agreement, 1.0)
 
+    def test_too_few_labels(self):
+        with self.assertRaisesRegex(
+            ValueError, r"Argument `data` must hold one label per input, but "
+            r"a batch holds 64 inputs and 10 labels. Received: data with "
+            r"x.shape=\(64, 20\) and y.shape=\(10,\)"
+        ):
+            export.parity_report(self.student, self.path,
+                                 (self.x, self.y[:10]), latency_runs=1)
+
+    def test_one_hot_labels_of_another_width(self):
+        with self.assertRaisesRegex(
+            ValueError, "one-hot labels of width 5, but the student has 10 "
+            r"classes. Received: labels of shape \(64, 5\)"
+        ):
+            export.parity_report(self.student, self.path,
+                                 (self.x, np.eye(5)[self.y % 5]),
+                                 latency_runs=1)
+
     def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "Received: latency_runs=0"):
             export.parity_report(self.student, self.path, self.x,

@@ -158,6 +158,32 @@ class PlotTrialsTest(_SearchedTestCase):
         with open(path, "rb") as f:
             self.assertEqual(f.read(8), PNG_SIGNATURE)
 
+    def test_failed_plot_keeps_the_previous_file(self):
+        from matplotlib.figure import Figure
+
+        path = os.path.join(self.directory, "trials.png")
+        with open(path, "wb") as f:
+            f.write(b"old")
+
+        def broken(figure, fname, **kwargs):
+            with open(fname, "wb") as f:
+                f.write(PNG_SIGNATURE)
+            raise RuntimeError("renderer failed")
+
+        with mock.patch.object(Figure, "savefig", broken):
+            with self.assertRaisesRegex(RuntimeError, "renderer failed"):
+                plot_trials(self.tuner, path)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"old")
+        self.assertEqual(os.listdir(self.directory), ["trials.png"])
+
+    def test_a_folder_is_refused(self):
+        folder = os.path.join(self.directory, "plot.png")
+        os.makedirs(folder)
+        with self.assertRaisesRegex(ValueError, "must name a file, but .* "
+                                    "is a folder"):
+            plot_trials(self.tuner, folder)
+
     def test_rejects_other_formats(self):
         message = r"must end in `.png`. Received: path='trials.pdf'"
         with self.assertRaisesRegex(ValueError, message):
