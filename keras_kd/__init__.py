@@ -9,6 +9,8 @@ from keras_kd.distiller import Distiller
 from keras_kd.distiller import load_distiller
 from keras_kd.feature_match import FeatureMatch
 from keras_kd.feature_match import RelationMatch
+from keras_kd.terms import DIST
+from keras_kd.terms import DKD
 from keras_kd.terms import HardLoss
 from keras_kd.terms import LogitTerm
 from keras_kd.terms import SoftTargets
@@ -26,6 +28,8 @@ def __getattr__(name):
 
 
 __all__ = [
+    "DIST",
+    "DKD",
     "Distiller",
     "FeatureMatch",
     "HardLoss",

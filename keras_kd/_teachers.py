@@ -71,7 +71,8 @@ def teacher_index(names, teacher, term_name):
     elif teacher in names:
         return names.index(teacher)
     raise validation.unknown_name_error(
-        "teacher", teacher, names, where=f" (term {term_name!r})"
+        "teacher", teacher, names,
+        where=f"the Distiller's teachers (term {term_name!r})"
     )
 
 

@@ -550,7 +550,7 @@ class Distiller(BackendSteps, keras.Model):
                 gather = self._gather_batch
                 values = self._local_rows(term(
                     _map(gather, t_in), gather(s_in),
-                    labels=None if labels is None else gather(labels),
+                    labels=self._gather_labels(labels),
                 ), batch)
             else:
                 values = term(t_in, s_in, labels=labels)
@@ -574,6 +574,14 @@ class Distiller(BackendSteps, keras.Model):
         total = self._guard_variables(total)
         terms["loss"] = (total, count)
         return total, terms, logits
+
+    def _gather_labels(self, labels):
+        # Integer tensors live on the host under tf.distribute, where
+        # `all_gather` has no destination: gather them as float32.
+        if labels is None:
+            return None
+        gathered = self._gather_batch(ops.cast(labels, "float32"))
+        return ops.cast(gathered, labels.dtype)
 
     def _effective_alpha(self, labeled):
         """`alpha`, 0 for a batch without labels, None when unbalanced."""

@@ -9,19 +9,50 @@ class PublicAPITest(TestCase):
         self.assertEqual(
             sorted(keras_kd.__all__),
             sorted([
+                "DIST",
+                "DKD",
                 "Distiller",
                 "FeatureMatch",
+                "HardLoss",
+                "LogitTerm",
                 "RelationMatch",
+                "SoftTargets",
+                "Term",
                 "__version__",
                 "callbacks",
                 "data",
                 "export",
                 "load_distiller",
                 "losses",
+                "terms",
             ]),
         )
         for name in keras_kd.__all__:
             self.assertTrue(hasattr(keras_kd, name), name)
+
+    def test_terms(self):
+        self.assertEqual(
+            sorted(keras_kd.terms.__all__),
+            ["DIST", "DKD", "HardLoss", "LogitTerm", "SoftTargets", "Term",
+             "get"],
+        )
+
+    def test_losses(self):
+        self.assertEqual(
+            sorted(keras_kd.losses.__all__),
+            sorted([
+                "ALL_IDS", "AttentionTransfer", "FeatureCosine", "FeatureL1",
+                "FeatureMSE", "FeatureSmoothL1", "LossFunctionWrapper", "PKT",
+                "RKDAngle", "RKDDistance", "SimilarityPreserving",
+                "SoftTargetKL", "attention_transfer", "bernoulli_kl",
+                "binary_cross_entropy", "deserialize", "ensemble_logits",
+                "feature_cosine", "feature_l1", "feature_mse",
+                "feature_smooth_l1", "get", "hard_cross_entropy", "ids",
+                "label_mask", "pkt", "register", "rkd_angle", "rkd_distance",
+                "serialize", "similarity_preserving", "soft_target_kl",
+                "standardize_logits",
+            ]),
+        )
 
     def test_callbacks(self):
         self.assertEqual(

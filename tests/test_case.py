@@ -60,6 +60,14 @@ def gradient(fn, x, compiled=False):
         grad = jax.grad(lambda v: keras.ops.sum(fn(v)))
         grad = jax.jit(grad) if compiled else grad
         return np.asarray(grad(jax.numpy.asarray(x)))
+    if keras.backend.backend() == "torch":
+        import torch
+
+        # Keras runs torch eagerly in `fit` (no `jit_compile`), so the eager
+        # gradient is the one that matters there.
+        v = torch.tensor(x, requires_grad=True)
+        keras.ops.sum(fn(v)).backward()
+        return v.grad.detach().cpu().numpy()
     import tensorflow as tf
 
     def grad(v):

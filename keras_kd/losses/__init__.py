@@ -24,9 +24,13 @@ from keras_kd.losses.feature import feature_l1
 from keras_kd.losses.feature import feature_mse
 from keras_kd.losses.feature import feature_smooth_l1
 from keras_kd.losses.logits import SoftTargetKL
+from keras_kd.losses.logits import bernoulli_kl
+from keras_kd.losses.logits import binary_cross_entropy
+from keras_kd.losses.logits import ensemble_logits
 from keras_kd.losses.logits import hard_cross_entropy
 from keras_kd.losses.logits import label_mask
 from keras_kd.losses.logits import soft_target_kl
+from keras_kd.losses.logits import standardize_logits
 from keras_kd.losses.relation import PKT
 from keras_kd.losses.relation import RKDAngle
 from keras_kd.losses.relation import RKDDistance
@@ -255,7 +259,10 @@ __all__ = [
     "SimilarityPreserving",
     "SoftTargetKL",
     "attention_transfer",
+    "bernoulli_kl",
+    "binary_cross_entropy",
     "deserialize",
+    "ensemble_logits",
     "feature_cosine",
     "feature_l1",
     "feature_mse",
@@ -271,4 +278,5 @@ __all__ = [
     "serialize",
     "similarity_preserving",
     "soft_target_kl",
+    "standardize_logits",
 ]

@@ -13,8 +13,14 @@ from keras_kd.terms.base import LogitTerm
 from keras_kd.utils import validation
 
 
-def dkd(teacher_logits, student_logits, labels, temperature=4.0, alpha=1.0,
-        beta=8.0):
+def dkd(
+    teacher_logits,
+    student_logits,
+    labels,
+    temperature=4.0,
+    tckd_weight=1.0,
+    nckd_weight=8.0,
+):
     """Per-sample decoupled KD loss: target-class and non-target-class KL.
 
     Splits the Hinton KL into the binary KL of the target class against all
@@ -37,7 +43,7 @@ def dkd(teacher_logits, student_logits, labels, temperature=4.0, alpha=1.0,
     q = softmax over the non-target classes of logits / T
     tckd = b_t * log(b_t / b_s) + (1 - b_t) * log((1 - b_t) / (1 - b_s))
     nckd = sum(q_t * log(q_t / q_s))
-    loss = T**2 * (alpha * tckd + beta * nckd)
+    loss = T**2 * (tckd_weight * tckd + nckd_weight * nckd)
     ```
 
     Args:
@@ -55,10 +61,11 @@ def dkd(teacher_logits, student_logits, labels, temperature=4.0, alpha=1.0,
             traced step cannot raise).
         temperature: Positive float or scalar tensor. Defaults to `4.0`
             (the paper's CIFAR-100 value; 1 on ImageNet).
-        alpha: Non-negative float, the weight of TCKD (the paper's `alpha`;
-            not the Distiller's hard-label `alpha`). Defaults to `1.0`.
-        beta: Non-negative float, the weight of NCKD. Defaults to `8.0`
-            (mdistiller's CIFAR-100 default).
+        tckd_weight: Non-negative float, the weight of TCKD (the paper's
+            alpha, renamed: `alpha` is the Distiller's label weight).
+            Defaults to `1.0`.
+        nckd_weight: Non-negative float, the weight of NCKD (the paper's
+            beta). Defaults to `8.0` (mdistiller's CIFAR-100 default).
 
     Returns:
         Float32 tensor of shape `(batch_size,)`.
@@ -99,13 +106,17 @@ def dkd(teacher_logits, student_logits, labels, temperature=4.0, alpha=1.0,
     log_q_t = ops.where(target, zeros, t - ops.expand_dims(t_lse_other, -1))
     log_q_s = ops.where(target, zeros, s - ops.expand_dims(s_lse_other, -1))
     nckd = ops.sum(ops.exp(log_q_t) * (log_q_t - log_q_s), axis=-1)
-    values = ops.square(temperature) * (alpha * tckd + beta * nckd)
+    values = ops.square(temperature) * (
+        tckd_weight * tckd + nckd_weight * nckd
+    )
     return ops.where(invalid, ops.full_like(values, float("nan")), values)
 
 
 def _check_logits(fn_name, teacher_logits, student_logits):
-    for argument, x in (("teacher_logits", teacher_logits),
-                        ("student_logits", student_logits)):
+    for argument, x in (
+        ("teacher_logits", teacher_logits),
+        ("student_logits", student_logits),
+    ):
         shape = tuple(x.shape)
         if len(shape) != 2:
             raise ValueError(
@@ -183,8 +194,8 @@ class DKD(LogitTerm):
     """Decoupled knowledge distillation term (Zhao et al., CVPR 2022).
 
     Computes `dkd` on the teacher's and the student's logits: the
-    target-class KL (TCKD) weighted by `alpha` and the non-target-class KL
-    (NCKD) weighted by `beta`, times `temperature**2`.
+    target-class KL (TCKD) weighted by `tckd_weight` and the non-target-class KL
+    (NCKD) weighted by `nckd_weight`, times `temperature**2`.
 
     The paper adds DKD on top of the cross-entropy with the labels at
     weight 1 (`loss = CE + DKD`), so this term declares `response = False`:
@@ -207,11 +218,12 @@ class DKD(LogitTerm):
     (see `dkd`), so the term runs on labeled and unlabeled samples alike.
 
     Args:
-        alpha: Non-negative float, the weight of TCKD (the paper's `alpha`,
-            not the Distiller's hard-label `alpha`). Defaults to `1.0`.
-        beta: Non-negative float, the weight of NCKD. Defaults to `8.0`
-            (mdistiller's CIFAR-100 default; a few CIFAR pairs use 6, and
-            its ImageNet configs use `beta=0.5`, `temperature=1` and a
+        tckd_weight: Non-negative float, the weight of TCKD (the paper's
+            alpha, renamed: `alpha` is the Distiller's label weight).
+            Defaults to `1.0`.
+        nckd_weight: Non-negative float, the weight of NCKD (the paper's
+            beta). Defaults to `8.0` (mdistiller's CIFAR-100 default; a few
+            CIFAR pairs use 6, and its ImageNet configs use `nckd_weight=0.5`, `temperature=1` and a
             1-epoch warm-up).
         temperature: Positive float, or `None` to use the Distiller's
             temperature. The paper uses `4` (1 on ImageNet). Defaults to
@@ -252,18 +264,38 @@ class DKD(LogitTerm):
     response = False
     supported_outputs = ("softmax",)
 
-    def __init__(self, alpha=1.0, beta=8.0, temperature=None,
-                 warmup_epochs=20, standardize=False, weight=1.0,
-                 name="dkd", **kwargs):
-        super().__init__(temperature=temperature, standardize=standardize,
-                         weight=weight, name=name, **kwargs)
-        self.alpha = validation.check_non_negative_number("alpha", alpha)
-        self.beta = validation.check_non_negative_number("beta", beta)
+    def __init__(
+        self,
+        tckd_weight=1.0,
+        nckd_weight=8.0,
+        temperature=None,
+        warmup_epochs=20,
+        standardize=False,
+        weight=1.0,
+        name="dkd",
+        **kwargs,
+    ):
+        super().__init__(
+            temperature=temperature,
+            standardize=standardize,
+            weight=weight,
+            name=name,
+            **kwargs,
+        )
+        self.tckd_weight = validation.check_non_negative_number(
+            "tckd_weight", tckd_weight
+        )
+        self.nckd_weight = validation.check_non_negative_number(
+            "nckd_weight", nckd_weight
+        )
         self.warmup_epochs = _check_non_negative_integer(
             "warmup_epochs", warmup_epochs
         )
         self.epoch = self.add_weight(
-            name="epoch", shape=(), initializer="zeros", trainable=False,
+            name="epoch",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
             dtype="float32",
         )
 
@@ -280,15 +312,23 @@ class DKD(LogitTerm):
 
     def call(self, teacher, student, labels=None):
         teacher, student = self.logits_pair(teacher, student)
-        values = dkd(teacher, student, labels, self.temperature, self.alpha,
-                     self.beta)
+        values = dkd(
+            teacher,
+            student,
+            labels,
+            self.temperature,
+            self.tckd_weight,
+            self.nckd_weight,
+        )
         return values * self.warmup_factor()
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "warmup_epochs": self.warmup_epochs,
-        })
+        config.update(
+            {
+                "tckd_weight": self.tckd_weight,
+                "nckd_weight": self.nckd_weight,
+                "warmup_epochs": self.warmup_epochs,
+            }
+        )
         return config

@@ -7,7 +7,9 @@ before TensorFlow or JAX starts. Usage:
 
 CONFIG keys: backend ("tensorflow"|"jax"), mode ("single", "mirrored",
 "multi_worker", "data_parallel", "jax_multi_process"), case ("response",
-"feature", "relation"), sample_weight (bool), unlabeled (bool), and for the
+"feature", "relation", "dkd", "dist", "ls", "teachers", "sigmoid",
+"user"),
+sample_weight (bool), unlabeled (bool), and for the
 multi-process modes: process_id, num_processes, coordinator.
 """
 
@@ -53,6 +55,8 @@ def data():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 16, 16, 3)).astype("float32")
     y = rng.integers(0, 10, size=(32,)).astype("int32")
+    if config["case"] == "sigmoid":
+        y = (rng.random((32, 3)) > 0.5).astype("float32")
     if config.get("unlabeled"):
         y[::3] = -1
     w = None
@@ -72,11 +76,50 @@ def features():
     return []
 
 
+class BatchCentredLogits(keras_kd.Term):
+    """A user-written relational term: logits centred on the batch mean."""
+
+    relational = True
+
+    def call(self, teacher, student, labels=None):
+        t = teacher - keras.ops.mean(teacher, axis=0, keepdims=True)
+        s = student - keras.ops.mean(student, axis=0, keepdims=True)
+        return keras.ops.mean(keras.ops.square(t - s), axis=-1)
+
+
+def distiller_kwargs(teacher):
+    """The terms (and teachers) of each case, beside the default KD."""
+    from keras_kd.terms.dist import DIST
+    from keras_kd.terms.dkd import DKD
+
+    case = config["case"]
+    hard = keras_kd.HardLoss()
+    if case == "dkd":
+        return dict(terms=[hard, DKD(warmup_epochs=0)])
+    if case == "dist":
+        return dict(terms=[hard, DIST()])
+    if case == "ls":
+        return dict(alpha=0.5, terms=[
+            hard, keras_kd.SoftTargets(standardize=True)])
+    if case == "teachers":
+        second, _ = make_conv_pair(seed=2)
+        return dict(alpha=0.5, teachers={"a": teacher, "b": second})
+    if case == "sigmoid":
+        return dict(alpha=0.5, outputs="sigmoid")
+    if case == "user":
+        return dict(alpha=0.5, terms=[hard, keras_kd.SoftTargets(),
+                                      BatchCentredLogits(weight=0.5)])
+    return dict(alpha=0.5, features=features())
+
+
 def build():
-    teacher, student = make_conv_pair(seed=0)
+    classes = 3 if config["case"] == "sigmoid" else 10
+    teacher, student = make_conv_pair(num_classes=classes, seed=0)
+    kwargs = distiller_kwargs(teacher)
+    if "teachers" in kwargs:
+        teacher = None
     keras.utils.set_random_seed(1)
-    d = keras_kd.Distiller(teacher, student, alpha=0.5, temperature=2.0,
-                           features=features())
+    d = keras_kd.Distiller(teacher, student, temperature=2.0, **kwargs)
     d.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
     return d, student
 

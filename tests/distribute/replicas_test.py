@@ -28,8 +28,18 @@ CASES = [
     ("feature", {"sample_weight": True, "unlabeled": True}),
     ("relation", {}),
     ("relation", {"sample_weight": True, "unlabeled": True}),
+    # The terms of the open core: each must give the same weights too.
+    ("dkd", {"sample_weight": True, "unlabeled": True}),
+    ("dist", {"sample_weight": True}),
+    ("ls", {}),
+    ("teachers", {"sample_weight": True, "unlabeled": True}),
+    ("sigmoid", {"unlabeled": True}),
+    ("user", {"sample_weight": True, "unlabeled": True}),
 ]
 TIMEOUT = 300
+# DIST's Pearson correlations sum the global batch in another order under two
+# replicas: float32 rounding reaches a few 1e-6 after 8 steps.
+ATOL = {"dist": 1e-5}
 
 
 def free_port():
@@ -112,7 +122,7 @@ def test_mirrored_strategy_matches_one_device(case):
     base = dict(backend="tensorflow", case=name, **extra)
     single = run_single(base)
     mirrored = run_worker({**base, "mode": "mirrored"})
-    assert_same(single, mirrored, atol=2e-6)
+    assert_same(single, mirrored, atol=ATOL.get(name, 2e-6))
 
 
 @pytest.mark.slow
@@ -140,7 +150,7 @@ def test_data_parallel_matches_one_device(case):
     base = dict(backend="jax", case=name, **extra)
     single = run_single(base)
     parallel = run_worker({**base, "mode": "data_parallel"})
-    assert_same(single, parallel, atol=2e-6)
+    assert_same(single, parallel, atol=ATOL.get(name, 2e-6))
 
 
 @pytest.mark.slow

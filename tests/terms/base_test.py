@@ -417,3 +417,16 @@ class LabelChecksTest(TestCase):
         d.compile()
         history = d.fit(self.x, self.y, epochs=1, batch_size=8, verbose=0)
         self.assertTrue(np.isfinite(history.history["loss"][0]))
+
+
+class TermsGetTest(TestCase):
+    def test_string_ids_and_errors(self):
+        self.assertIsInstance(keras_kd.terms.get("dkd"), keras_kd.DKD)
+        self.assertEqual(keras_kd.terms.get("kd", temperature=2.0).temperature,
+                         2.0)
+        term = keras_kd.SoftTargets()
+        self.assertIs(keras_kd.terms.get(term), term)
+        config = keras.saving.serialize_keras_object(keras_kd.DIST(beta=2.0))
+        self.assertEqual(keras_kd.terms.get(config).beta, 2.0)
+        with self.assertRaisesRegex(ValueError, "Close matches: \[.dkd."):
+            keras_kd.terms.get("dkdd")

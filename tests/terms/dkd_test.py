@@ -20,8 +20,9 @@ def reference_softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def reference_dkd(teacher, student, targets, temperature, alpha=1.0,
-                  beta=8.0):
+def reference_dkd(
+    teacher, student, targets, temperature, tckd_weight=1.0, nckd_weight=8.0
+):
     """The paper's formula (Zhao et al., 2022, eq. 1-4) in float64, loops.
 
     b = [p_target, p_rest] with p_rest the sum of the non-target
@@ -39,12 +40,19 @@ def reference_dkd(teacher, student, targets, temperature, alpha=1.0,
         hat_t = reference_softmax(teacher[i][rest])
         hat_s = reference_softmax(student[i][rest])
         nckd = np.sum(hat_t * (np.log(hat_t) - np.log(hat_s)))
-        out[i] = temperature**2 * (alpha * tckd + beta * nckd)
+        out[i] = temperature**2 * (tckd_weight * tckd + nckd_weight * nckd)
     return out
 
 
-def mdistiller_dkd(teacher, student, targets, temperature, alpha=1.0,
-                   beta=8.0, dtype="float64"):
+def mdistiller_dkd(
+    teacher,
+    student,
+    targets,
+    temperature,
+    tckd_weight=1.0,
+    nckd_weight=8.0,
+    dtype="float64",
+):
     """mdistiller's `dkd_loss` (distillers/DKD.py) in NumPy, one value per
     sample (its `F.kl_div(..., size_average=False) / batch` is their mean).
     """
@@ -79,7 +87,7 @@ def mdistiller_dkd(teacher, student, targets, temperature, alpha=1.0,
         pred_t2 = softmax(teacher / temperature - 1000.0 * gt_mask)
         log_pred_s2 = log_softmax(student / temperature - 1000.0 * gt_mask)
         nckd = kl_div(log_pred_s2, pred_t2) * temperature**2
-    return alpha * tckd + beta * nckd
+    return tckd_weight * tckd + nckd_weight * nckd
 
 
 def reference_kl(teacher, student, temperature):
@@ -124,8 +132,7 @@ def compiled(fn, example):
         import tensorflow as tf
 
         spec = tf.TensorSpec((None,) + example.shape[1:], "float32")
-        return tf.function(fn, input_signature=[spec, spec],
-                           jit_compile=True)
+        return tf.function(fn, input_signature=[spec, spec], jit_compile=True)
     if backend == "jax":
         import jax
 
@@ -137,7 +144,9 @@ class DKDFunctionTest(TestCase):
     @parameterized.named_parameters(
         # Softer distributions lie closer together: the float32 cancellation
         # in their KL grows with the temperature (measured: 3e-5 at T=10).
-        ("t1", 1.0, 1e-5), ("t2", 2.0, 1e-5), ("t4", 4.0, 1e-5),
+        ("t1", 1.0, 1e-5),
+        ("t2", 2.0, 1e-5),
+        ("t4", 4.0, 1e-5),
         ("t10", 10.0, 1e-4),
     )
     def test_matches_the_paper_formula(self, temperature, rtol):
@@ -145,53 +154,69 @@ class DKDFunctionTest(TestCase):
         labels = np.random.default_rng(2).integers(0, 10, size=8)
         values = dkd(teacher, student, labels, temperature, 1.0, 8.0)
         self.assertEqual(tuple(values.shape), (8,))
-        self.assertEqual(keras.backend.standardize_dtype(values.dtype),
-                         "float32")
+        self.assertEqual(
+            keras.backend.standardize_dtype(values.dtype), "float32"
+        )
         expected = reference_dkd(teacher, student, labels, temperature)
         self.assertGreater(expected.min(), 1e-3)  # a test that can fail
         self.assertAllClose(values, expected, rtol=rtol, atol=1e-6)
 
     @parameterized.named_parameters(
-        ("t1", 1.0, 1.0, 8.0), ("t4", 4.0, 1.0, 8.0),
-        ("t1_imagenet", 1.0, 1.0, 0.5), ("t2_tckd_only", 2.0, 2.0, 0.0),
+        ("t1", 1.0, 1.0, 8.0),
+        ("t4", 4.0, 1.0, 8.0),
+        ("t1_imagenet", 1.0, 1.0, 0.5),
+        ("t2_tckd_only", 2.0, 2.0, 0.0),
     )
-    def test_agrees_with_mdistiller_on_moderate_logits(self, temperature,
-                                                       alpha, beta):
+    def test_agrees_with_mdistiller_on_moderate_logits(
+        self, temperature, tckd_weight, nckd_weight
+    ):
         teacher, student = random(2, 16, 7, scale=2.0, seed=3)
         labels = np.random.default_rng(4).integers(0, 7, size=16)
-        values = dkd(teacher, student, labels, temperature, alpha, beta)
-        expected = mdistiller_dkd(teacher, student, labels, temperature,
-                                  alpha, beta)
+        values = dkd(
+            teacher, student, labels, temperature, tckd_weight, nckd_weight
+        )
+        expected = mdistiller_dkd(
+            teacher, student, labels, temperature, tckd_weight, nckd_weight
+        )
         self.assertAllClose(values, expected, rtol=1e-5, atol=1e-5)
         # mdistiller reports the batch mean.
-        self.assertAllClose(np.mean(keras.ops.convert_to_numpy(values)),
-                            expected.mean(), rtol=1e-5)
+        self.assertAllClose(
+            np.mean(keras.ops.convert_to_numpy(values)),
+            expected.mean(),
+            rtol=1e-5,
+        )
 
-    @parameterized.named_parameters(("m30", 30.0), ("m50", 50.0),
-                                    ("m80", 80.0))
+    @parameterized.named_parameters(
+        ("m30", 30.0), ("m50", 50.0), ("m80", 80.0)
+    )
     def test_confident_logits_at_t1_are_finite_and_exact(self, magnitude):
         teacher, student = random(2, 16, 10, scale=magnitude, seed=5)
         labels = np.random.default_rng(6).integers(0, 10, size=16)
         # mdistiller's own code in float32 overflows on such logits.
-        reference_f32 = mdistiller_dkd(teacher, student, labels, 1.0,
-                                       dtype="float32")
+        reference_f32 = mdistiller_dkd(
+            teacher, student, labels, 1.0, dtype="float32"
+        )
         self.assertFalse(np.all(np.isfinite(reference_f32)))
-        values = keras.ops.convert_to_numpy(dkd(teacher, student, labels,
-                                                1.0))
+        values = keras.ops.convert_to_numpy(dkd(teacher, student, labels, 1.0))
         self.assertTrue(np.all(np.isfinite(values)), msg=str(values))
         self.assertAllClose(
-            values, reference_dkd(teacher, student, labels, 1.0),
-            rtol=1e-5, atol=1e-4,
+            values,
+            reference_dkd(teacher, student, labels, 1.0),
+            rtol=1e-5,
+            atol=1e-4,
         )
 
     def test_saturated_logits_give_finite_gradients(self):
-        teacher = np.array([[80.0, -80.0, 0.0, 1.0],
-                            [-80.0, 80.0, 79.0, 0.0]], "float32")
-        student = np.array([[-80.0, 80.0, 0.0, 1.0],
-                            [80.0, -80.0, 0.0, -80.0]], "float32")
+        teacher = np.array(
+            [[80.0, -80.0, 0.0, 1.0], [-80.0, 80.0, 79.0, 0.0]], "float32"
+        )
+        student = np.array(
+            [[-80.0, 80.0, 0.0, 1.0], [80.0, -80.0, 0.0, -80.0]], "float32"
+        )
         labels = np.array([0, 2])
-        grad = backend_gradient(lambda s: dkd(teacher, s, labels, 1.0),
-                                student)
+        grad = backend_gradient(
+            lambda s: dkd(teacher, s, labels, 1.0), student
+        )
         self.assertTrue(np.all(np.isfinite(grad)), msg=str(grad))
 
     @parameterized.named_parameters(("t1", 1.0), ("t4", 4.0))
@@ -218,24 +243,31 @@ class DKDFunctionTest(TestCase):
     def test_identical_and_shifted_logits_give_zero(self):
         logits = random(6, 10, scale=10.0, seed=8)
         labels = np.arange(6)
-        self.assertAllClose(dkd(logits, logits, labels), np.zeros(6),
-                            atol=1e-6)
-        self.assertAllClose(dkd(logits, logits + 7.0, labels, 1.0),
-                            np.zeros(6), atol=1e-4)
+        self.assertAllClose(
+            dkd(logits, logits, labels), np.zeros(6), atol=1e-6
+        )
+        self.assertAllClose(
+            dkd(logits, logits + 7.0, labels, 1.0), np.zeros(6), atol=1e-4
+        )
 
     def test_decomposes_the_kd_loss(self):
         # KD = TCKD + (1 - b_t) * NCKD (the paper's eq. 3).
         teacher, student = random(2, 8, 6, scale=3.0, seed=9)
         labels = np.random.default_rng(10).integers(0, 6, size=8)
-        tckd = dkd(teacher, student, labels, 2.0, alpha=1.0, beta=0.0)
-        nckd = dkd(teacher, student, labels, 2.0, alpha=0.0, beta=1.0)
+        tckd = dkd(
+            teacher, student, labels, 2.0, tckd_weight=1.0, nckd_weight=0.0
+        )
+        nckd = dkd(
+            teacher, student, labels, 2.0, tckd_weight=0.0, nckd_weight=1.0
+        )
         p_t = reference_softmax(teacher.astype("float64") / 2.0)
         rest = 1.0 - p_t[np.arange(8), labels]
         kd = reference_kl(teacher, student, 2.0) * 4.0
         self.assertAllClose(
             keras.ops.convert_to_numpy(tckd)
             + rest * keras.ops.convert_to_numpy(nckd),
-            kd, rtol=1e-4,
+            kd,
+            rtol=1e-4,
         )
 
     def test_label_formats_agree(self):
@@ -243,10 +275,15 @@ class DKDFunctionTest(TestCase):
         labels = np.array([0, 1, 2, 3, 1])
         expected = reference_dkd(teacher, student, labels, 4.0)
         one_hot = np.eye(4, dtype="float32")[labels]
-        for given in (labels, labels[:, None], labels.astype("float32"),
-                      one_hot):
-            self.assertAllClose(dkd(teacher, student, given), expected,
-                                rtol=1e-5, atol=1e-6)
+        for given in (
+            labels,
+            labels[:, None],
+            labels.astype("float32"),
+            one_hot,
+        ):
+            self.assertAllClose(
+                dkd(teacher, student, given), expected, rtol=1e-5, atol=1e-6
+            )
 
     def test_unlabeled_samples_use_the_teacher_argmax(self):
         teacher, student = random(2, 4, 5, scale=2.0, seed=12)
@@ -255,16 +292,19 @@ class DKDFunctionTest(TestCase):
         targets = np.where(labels == -1, argmax, labels)
         expected = reference_dkd(teacher, student, targets, 4.0)
         self.assertNotEqual(int(argmax[1]), 2)
-        self.assertAllClose(dkd(teacher, student, labels), expected,
-                            rtol=1e-5, atol=1e-6)
+        self.assertAllClose(
+            dkd(teacher, student, labels), expected, rtol=1e-5, atol=1e-6
+        )
         one_hot = np.eye(5, dtype="float32")[np.maximum(labels, 0)]
         one_hot[labels == -1] = 0.0
-        self.assertAllClose(dkd(teacher, student, one_hot), expected,
-                            rtol=1e-5, atol=1e-6)
+        self.assertAllClose(
+            dkd(teacher, student, one_hot), expected, rtol=1e-5, atol=1e-6
+        )
         self.assertAllClose(
             dkd(teacher, student, None),
             reference_dkd(teacher, student, argmax, 4.0),
-            rtol=1e-5, atol=1e-6,
+            rtol=1e-5,
+            atol=1e-6,
         )
 
     def test_invalid_class_ids_give_nan(self):
@@ -278,14 +318,20 @@ class DKDFunctionTest(TestCase):
     def test_half_precision_inputs_compute_in_float32(self):
         teacher, student = random(2, 4, 6, scale=8.0, seed=14)
         labels = np.array([0, 1, 2, 3])
-        values = dkd(teacher.astype("float16"), student.astype("float16"),
-                     labels, 1.0)
-        self.assertEqual(keras.backend.standardize_dtype(values.dtype),
-                         "float32")
+        values = dkd(
+            teacher.astype("float16"), student.astype("float16"), labels, 1.0
+        )
+        self.assertEqual(
+            keras.backend.standardize_dtype(values.dtype), "float32"
+        )
         self.assertAllClose(
             values,
-            reference_dkd(teacher.astype("float16"),
-                          student.astype("float16"), labels, 1.0),
+            reference_dkd(
+                teacher.astype("float16"),
+                student.astype("float16"),
+                labels,
+                1.0,
+            ),
             rtol=1e-4,
         )
 
@@ -299,8 +345,12 @@ class DKDFunctionTest(TestCase):
         jitted = compiled(fn, teacher)
         if jitted is None:
             self.skipTest("Compilation is checked on TensorFlow and JAX.")
-        self.assertAllClose(jitted(teacher, student), fn(teacher, student),
-                            rtol=1e-5, atol=1e-4)
+        self.assertAllClose(
+            jitted(teacher, student),
+            fn(teacher, student),
+            rtol=1e-5,
+            atol=1e-4,
+        )
 
     def test_rejects_bad_shapes(self):
         with self.assertRaisesRegex(
@@ -308,41 +358,70 @@ class DKDFunctionTest(TestCase):
         ):
             dkd(np.ones((2, 3, 4)), np.ones((2, 3, 4)), np.zeros(2))
         with self.assertRaisesRegex(
-            ValueError, r"teacher_logits.shape=\(2, 4\), "
-            r"student_logits.shape=\(2, 5\)"
+            ValueError,
+            r"teacher_logits.shape=\(2, 4\), "
+            r"student_logits.shape=\(2, 5\)",
         ):
             dkd(np.ones((2, 4)), np.ones((2, 5)), np.zeros(2))
-        with self.assertRaisesRegex(ValueError,
-                                    "Received: num_classes=1"):
+        with self.assertRaisesRegex(ValueError, "Received: num_classes=1"):
             dkd(np.ones((2, 1)), np.ones((2, 1)), np.zeros(2))
 
 
 class DKDTest(TestCase):
     def test_config(self):
-        term = DKD(alpha=2.0, beta=4.0, temperature=2.0, warmup_epochs=5,
-                   standardize=True, weight=0.5, name="dkd/strong")
+        term = DKD(
+            tckd_weight=2.0,
+            nckd_weight=4.0,
+            temperature=2.0,
+            warmup_epochs=5,
+            standardize=True,
+            weight=0.5,
+            name="dkd/strong",
+        )
         revived = self.run_serialization_test(term)
         config = revived.get_config()
         self.assertEqual(
-            {k: config[k] for k in ("alpha", "beta", "temperature",
-                                    "warmup_epochs", "standardize",
-                                    "weight", "name")},
-            {"alpha": 2.0, "beta": 4.0, "temperature": 2.0,
-             "warmup_epochs": 5, "standardize": True, "weight": 0.5,
-             "name": "dkd/strong"},
+            {
+                k: config[k]
+                for k in (
+                    "tckd_weight",
+                    "nckd_weight",
+                    "temperature",
+                    "warmup_epochs",
+                    "standardize",
+                    "weight",
+                    "name",
+                )
+            },
+            {
+                "tckd_weight": 2.0,
+                "nckd_weight": 4.0,
+                "temperature": 2.0,
+                "warmup_epochs": 5,
+                "standardize": True,
+                "weight": 0.5,
+                "name": "dkd/strong",
+            },
         )
         teacher, student = random(2, 4, 6, seed=16)
         labels = np.array([0, 1, 2, 3])
-        self.assertAllClose(revived(teacher, student, labels),
-                            term(teacher, student, labels))
+        self.assertAllClose(
+            revived(teacher, student, labels), term(teacher, student, labels)
+        )
 
     def test_defaults_and_declarations(self):
         term = DKD()
         config = term.get_config()
         self.assertEqual(
-            (config["alpha"], config["beta"], config["temperature"],
-             config["warmup_epochs"], config["standardize"],
-             config["weight"], config["name"]),
+            (
+                config["tckd_weight"],
+                config["nckd_weight"],
+                config["temperature"],
+                config["warmup_epochs"],
+                config["standardize"],
+                config["weight"],
+                config["name"],
+            ),
             (1.0, 8.0, None, 20, False, 1.0, "dkd"),
         )
         # Added on top of the hard loss at weight 1, as in the paper.
@@ -356,8 +435,11 @@ class DKDTest(TestCase):
     @parameterized.named_parameters(
         # (Keras' 0-based epoch, expected factor): mdistiller's
         # min(epoch / 20, 1) with its epochs counted from 1.
-        ("first", 0, 1 / 20), ("second", 1, 2 / 20), ("tenth", 9, 10 / 20),
-        ("twentieth", 19, 1.0), ("later", 57, 1.0),
+        ("first", 0, 1 / 20),
+        ("second", 1, 2 / 20),
+        ("tenth", 9, 10 / 20),
+        ("twentieth", 19, 1.0),
+        ("later", 57, 1.0),
     )
     def test_warmup_follows_mdistiller(self, epoch, factor):
         teacher, student = random(2, 4, 6, scale=2.0, seed=17)
@@ -369,25 +451,30 @@ class DKDTest(TestCase):
         self.assertAllClose(
             term(teacher, student, labels),
             factor * reference_dkd(teacher, student, labels, 4.0),
-            rtol=1e-5, atol=1e-6,
+            rtol=1e-5,
+            atol=1e-6,
         )
 
     def test_warmup_zero_disables_it(self):
         teacher, student = random(2, 4, 6, scale=2.0, seed=18)
         labels = np.array([5, 0, 3, 1])
-        term = DKD(alpha=0.5, beta=2.0, temperature=1.0, warmup_epochs=0)
+        term = DKD(
+            tckd_weight=0.5, nckd_weight=2.0, temperature=1.0, warmup_epochs=0
+        )
         self.assertAllClose(
             term(teacher, student, labels),
             reference_dkd(teacher, student, labels, 1.0, 0.5, 2.0),
-            rtol=1e-5, atol=1e-6,
+            rtol=1e-5,
+            atol=1e-6,
         )
 
     def test_epoch_is_a_non_trainable_variable(self):
         term = DKD()
         self.assertEqual(term.trainable_weights, [])
         self.assertEqual(len(term.non_trainable_weights), 1)
-        self.assertEqual(term.non_trainable_weights[0].path.split("/")[-1],
-                         "epoch")
+        self.assertEqual(
+            term.non_trainable_weights[0].path.split("/")[-1], "epoch"
+        )
 
     def test_shared_temperature_variable(self):
         teacher, student = random(2, 4, 6, scale=2.0, seed=19)
@@ -395,18 +482,27 @@ class DKDTest(TestCase):
         term = DKD(warmup_epochs=0)
         variable = keras.Variable(2.0, trainable=False, dtype="float32")
         term._attach("softmax", variable)
-        self.assertAllClose(term(teacher, student, labels),
-                            reference_dkd(teacher, student, labels, 2.0),
-                            rtol=1e-5, atol=1e-6)
+        self.assertAllClose(
+            term(teacher, student, labels),
+            reference_dkd(teacher, student, labels, 2.0),
+            rtol=1e-5,
+            atol=1e-6,
+        )
         variable.assign(3.0)
-        self.assertAllClose(term(teacher, student, labels),
-                            reference_dkd(teacher, student, labels, 3.0),
-                            rtol=1e-5, atol=1e-6)
+        self.assertAllClose(
+            term(teacher, student, labels),
+            reference_dkd(teacher, student, labels, 3.0),
+            rtol=1e-5,
+            atol=1e-6,
+        )
         own = DKD(temperature=5.0, warmup_epochs=0)
         own._attach("softmax", variable)
-        self.assertAllClose(own(teacher, student, labels),
-                            reference_dkd(teacher, student, labels, 5.0),
-                            rtol=1e-5, atol=1e-6)
+        self.assertAllClose(
+            own(teacher, student, labels),
+            reference_dkd(teacher, student, labels, 5.0),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
     def test_standardize(self):
         teacher, student = random(2, 4, 6, scale=5.0, seed=20)
@@ -422,29 +518,31 @@ class DKDTest(TestCase):
         self.assertAllClose(
             term(teacher, student, labels),
             reference_dkd(zscore(teacher), zscore(student), labels, 2.0),
-            rtol=1e-4, atol=1e-6,
+            rtol=1e-4,
+            atol=1e-6,
         )
 
     def test_two_identical_teachers_equal_one(self):
         teacher, student = random(2, 4, 6, scale=2.0, seed=21)
         labels = np.array([0, -1, 2, 3])
         term = DKD(temperature=4.0, warmup_epochs=0)
-        self.assertAllClose(term([teacher, teacher], student, labels),
-                            term(teacher, student, labels),
-                            rtol=1e-5, atol=1e-6)
+        self.assertAllClose(
+            term([teacher, teacher], student, labels),
+            term(teacher, student, labels),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
     def test_rejects_bad_arguments(self):
-        with self.assertRaisesRegex(ValueError, "Received: beta=-1"):
-            DKD(beta=-1)
-        with self.assertRaisesRegex(ValueError, "Received: alpha=-0.5"):
-            DKD(alpha=-0.5)
-        with self.assertRaisesRegex(TypeError, "Received: alpha='1'"):
-            DKD(alpha="1")
-        with self.assertRaisesRegex(ValueError,
-                                    "Received: warmup_epochs=-1"):
+        with self.assertRaisesRegex(ValueError, "Received: nckd_weight=-1"):
+            DKD(nckd_weight=-1)
+        with self.assertRaisesRegex(ValueError, "Received: tckd_weight=-0.5"):
+            DKD(tckd_weight=-0.5)
+        with self.assertRaisesRegex(TypeError, "Received: tckd_weight='1'"):
+            DKD(tckd_weight="1")
+        with self.assertRaisesRegex(ValueError, "Received: warmup_epochs=-1"):
             DKD(warmup_epochs=-1)
-        with self.assertRaisesRegex(TypeError,
-                                    "Received: warmup_epochs=2.5"):
+        with self.assertRaisesRegex(TypeError, "Received: warmup_epochs=2.5"):
             DKD(warmup_epochs=2.5)
         with self.assertRaisesRegex(ValueError, "Received: temperature=0"):
             DKD(temperature=0)
@@ -458,8 +556,9 @@ class DKDDistillerTest(TestCase):
         x, y = make_data(32)
         y[::4] = -1  # unlabeled samples: the teacher's argmax is the target
         term = DKD(temperature=4.0, warmup_epochs=4)
-        d = keras_kd.Distiller(teacher, student,
-                               terms=[keras_kd.HardLoss(), term])
+        d = keras_kd.Distiller(
+            teacher, student, terms=[keras_kd.HardLoss(), term]
+        )
         d.compile(optimizer="adam")
         history = d.fit(x, y, epochs=2, batch_size=8, verbose=0)
         self.assertEqual(len(history.history["dkd"]), 2)
@@ -471,7 +570,8 @@ class DKDDistillerTest(TestCase):
         s = keras.ops.convert_to_numpy(student(x))
         targets = np.where(y == -1, t.argmax(-1), y)
         self.assertAllClose(
-            logs["dkd"], 0.5 * reference_dkd(t, s, targets, 4.0).mean(),
+            logs["dkd"],
+            0.5 * reference_dkd(t, s, targets, 4.0).mean(),
             rtol=1e-4,
         )
         path = os.path.join(self.get_temp_dir(), "dkd.keras")
@@ -481,6 +581,7 @@ class DKDDistillerTest(TestCase):
         self.assertIsInstance(revived, DKD)
         self.assertEqual(revived.warmup_epochs, 4)
         self.assertAllClose(revived.epoch, 1.0)
-        reloaded = loaded.evaluate(x, y, batch_size=32, verbose=0,
-                                   return_dict=True)
+        reloaded = loaded.evaluate(
+            x, y, batch_size=32, verbose=0, return_dict=True
+        )
         self.assertAllClose(reloaded["dkd"], logs["dkd"], rtol=1e-5)
