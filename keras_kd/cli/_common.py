@@ -251,7 +251,12 @@ def import_backend(quiet=True):
             tf.config.list_physical_devices()
         import keras
 
-        import keras_kd  # noqa: F401
+        # The modules that register keras_kd's serializable classes (a
+        # saved Distiller, heads, losses), whether or not the package's
+        # __init__ imported them already.
+        import keras_kd.distiller  # noqa: F401
+        import keras_kd.feature_match  # noqa: F401
+        import keras_kd.losses  # noqa: F401
 
         if keras.backend.backend() == "jax":
             import jax

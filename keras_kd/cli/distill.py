@@ -163,18 +163,24 @@ def run(args):
         if split is not None:
             _common.check_labels("--data", split[1], distiller.num_classes)
 
-    targets = y
+    targets, validation = y, data.validation
     if not args.no_cache:
         print(f"Caching the teacher's outputs on {len(x)} samples...")
         cache = keras_kd.data.cache_teacher_outputs(
             distiller, x, verbose=min(args.verbose, 1))
         targets = cache.targets(y, x=x)
+        if validation is not None:
+            # Validation then runs the student alone, not the teacher too.
+            x_val, y_val = validation
+            val_cache = keras_kd.data.cache_teacher_outputs(
+                distiller, x_val, verbose=0)
+            validation = (x_val, val_cache.targets(y_val, x=x_val))
     print(f"Distilling {teacher.name!r} into {student.name!r}: "
           f"{len(x)} training samples, T={args.temperature}, "
           f"alpha={args.alpha}, {len(args.feature)} feature match(es).")
     with _common.Timer() as timer:
         distiller.fit(x, targets, batch_size=args.batch_size,
-                      epochs=args.epochs, validation_data=data.validation,
+                      epochs=args.epochs, validation_data=validation,
                       shuffle=True, verbose=args.verbose)
     _common.save_model(distiller.student, args.output)
     rows = summary_rows(args, teacher, distiller.student, data, timer)

@@ -45,6 +45,10 @@ class DemoCommandTest(TestCase):
                     ".tflite"):
             self.assertIn(row, result.stdout)
         self.assertIn("test accuracy", result.stdout)
+        self.assertRegex(result.stdout, r"Finished in \d+ s")
+        self.assertGreater(results["elapsed"], 0)
+        # Only keras_kd's own lines on stderr (TF's are silenced).
+        self.assertEqual(result.messages, [], result.stderr)
 
     def test_missing_dataset_file(self):
         code, _, err = cli.call_main(["demo", "--dataset", "nothere.npz"])
@@ -85,3 +89,69 @@ class DemoCommandTest(TestCase):
             code, _, err = cli.call_main(["demo", "--dataset", "mnist"])
         self.assertEqual(code, 2)
         self.assertIn("Pass `--data-dir DIR`", err)
+
+    def test_output_dir_that_is_a_file(self):
+        path = os.path.join(self.get_temp_dir(), "notes")
+        with open(path, "w") as f:
+            f.write("keep")
+        code, out, err = cli.call_main(["demo", "--output-dir", path])
+        self.assertEqual(code, 2, err)
+        self.assertIn("Argument `--output-dir` must be a folder, but it "
+                      "names a file", err)
+        with open(path) as f:
+            self.assertEqual(f.read(), "keep")
+
+    def test_output_dir_with_the_users_files(self):
+        folder = self.get_temp_dir()
+        with open(os.path.join(folder, "results.json"), "w") as f:
+            f.write('{"experiment": 7}')
+        code, _, err = cli.call_main(["demo", "--output-dir", folder])
+        self.assertEqual(code, 2, err)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertIn("holds results.json, which the demo would overwrite",
+                      err)
+        with open(os.path.join(folder, "results.json")) as f:
+            self.assertEqual(f.read(), '{"experiment": 7}')
+
+    def test_output_dir_of_an_earlier_demo_is_reused(self):
+        from keras_kd.cli import demo
+
+        folder = self.get_temp_dir()
+        for name in demo.FILES.values():
+            open(os.path.join(folder, name), "w").close()
+        with open(os.path.join(folder, "results.json"), "w") as f:
+            json.dump({"command": "keras-kd demo"}, f)
+        demo.check_output_dir(folder)  # no error
+
+    def test_validation_runs_the_student_alone(self):
+        # The teacher's outputs on the test images are cached once too, so
+        # the validation of every epoch does not run the teacher.
+        import types
+
+        import numpy as np
+
+        from keras_kd.cli import demo
+
+        x = np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32")
+        y = np.arange(40) % 10
+        test = (x[:12], y[:12])
+        teacher = demo.build_teacher(x.shape[1:], 10)
+        plan = dict(epochs=1, alpha=0.5, temperature=2.0, feature_weight=0.1)
+        train, val, seconds = demo.cache_teacher(teacher, x, test, 10, plan)
+        self.assertEqual(len(val), 12)
+        self.assertEqual(sorted(val.features), ["embedding"])
+        seen = {}
+
+        def fit(distiller, x, y, **kwargs):
+            seen.update(kwargs, y=y)
+            return types.SimpleNamespace(history={"val_accuracy": [0.5]})
+
+        args = types.SimpleNamespace(batch_size=8, verbose=0)
+        with mock.patch("keras_kd.Distiller.fit", fit):
+            demo.train_student("distilled", teacher, x, y, test, 10, plan,
+                               1, args, caches=(train, val))
+        x_val, targets = seen["validation_data"]
+        self.assertIs(x_val, test[0])
+        self.assertEqual(targets["teacher_logits"].shape, (12, 10))
+        self.assertEqual(targets["labels"].tolist(), test[1].tolist())
+        self.assertEqual(seen["y"]["teacher_logits"].shape, (40, 10))

@@ -160,6 +160,25 @@ class DistillCommandTest(cli.CommandTestCase):
                          r"left on device.*--debug")
 
 
+class DistillValidationTest(cli.CommandTestCase):
+    def test_validation_uses_cached_teacher_outputs(self):
+        seen = {}
+
+        def fit(distiller, x, y, **kwargs):
+            seen.update(kwargs, y=y)
+
+        with mock.patch("keras_kd.Distiller.fit", fit):
+            code, _, err = cli.call_main([
+                "distill", self.models["teacher"], self.models["student"],
+                "--data", self.npz, "--verbose", "0", "--output",
+                os.path.join(self.get_temp_dir(), "s.keras")])
+        self.assertEqual(code, 0, err)
+        x_val, targets = seen["validation_data"]
+        self.assertEqual(len(x_val), 32)  # the test split of tiny.npz
+        self.assertEqual(targets["teacher_logits"].shape, (32, 10))
+        self.assertEqual(seen["y"]["teacher_logits"].shape, (64, 10))
+
+
 class DistillRefusesEarlyTest(cli.CommandTestCase):
     """Mistakes found before the first training step: exit 2, one line,
     and the inputs untouched."""
