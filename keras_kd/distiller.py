@@ -143,7 +143,13 @@ class Distiller(BackendSteps, keras.Model):
                     "Arguments `teacher` and `student` are the same model. "
                     "Distillation needs a separate student to train."
                 )
-        validation.check_student_trainable(student)
+        if not student.trainable_weights:
+            raise ValueError(
+                f"The student model {student.name!r} has no trainable "
+                "weights, so distillation cannot change it. Set "
+                "`student.trainable = True` (and unfreeze its layers). "
+                "Received: len(student.trainable_weights)=0"
+            )
         self.teacher_names = names
         self._teacher_paths = paths
         self._several_teachers = teachers is not None or len(models) > 1
@@ -804,7 +810,15 @@ class Distiller(BackendSteps, keras.Model):
             missing = config["teacher"] is None and (
                 teachers is None or any(v is None for v in teachers.values()))
             if missing:
-                raise validation.missing_teacher_error()
+                raise ValueError(
+                    "This Distiller was saved without its teacher (the "
+                    "default, so the file holds only the student, the heads "
+                    "and the training state). Load it with "
+                    "`keras_kd.load_distiller(path, teacher=teacher)`, where "
+                    "`teacher` is the teacher model or the path of its "
+                    "`.keras` file; or save with "
+                    "`Distiller(..., save_teacher=True)`."
+                )
         for key in ("student", "teacher_preprocessing",
                     "student_preprocessing", "augmentation"):
             config[key] = load(config.get(key))

@@ -105,83 +105,12 @@ def check_model(role, model):
     return model
 
 
-def check_student_trainable(student):
-    if not student.trainable_weights:
-        raise ValueError(
-            f"The student model {student.name!r} has no trainable weights, so "
-            "distillation cannot change it. Set `student.trainable = True` "
-            "(and unfreeze its layers). Received: "
-            f"len(student.trainable_weights)=0"
-        )
-
-
-def check_class_counts(teacher_classes, student_classes):
-    if (
-        teacher_classes is not None
-        and student_classes is not None
-        and teacher_classes != student_classes
-    ):
-        raise ValueError(
-            "The teacher and the student must predict the same classes, but "
-            f"the teacher outputs {teacher_classes} logits and the student "
-            f"{student_classes}. Give the student a last layer with "
-            f"{teacher_classes} units. Received: teacher classes="
-            f"{teacher_classes}, student classes={student_classes}"
-        )
-
-
-def input_shape_mismatch_error(teacher_shape, student_shape):
-    return ValueError(
-        "The teacher and the student take inputs of different shapes, and no "
-        "preprocessing maps the batch to both. Pass "
-        "`teacher_preprocessing=` and/or `student_preprocessing=` (for example "
-        "`keras.layers.Resizing(...)`) so each model receives the shape it "
-        f"expects. Received: teacher input {teacher_shape}, student input "
-        f"{student_shape}"
-    )
-
-
-def student_probabilities_error(student_name, how):
-    return ValueError(
-        f"The student {student_name!r} outputs probabilities ({how}), but "
-        "distillation trains on logits: a softmax before the loss squashes "
-        "the gradients and breaks the temperature. Build the student with "
-        "`activation=None` on its last layer; add `keras.layers.Softmax()` "
-        "after training if the deployed model must return probabilities."
-    )
-
-
-def teacher_probabilities_message(teacher_name, how):
-    return (
-        f"The teacher {teacher_name!r} outputs probabilities ({how}). "
-        "keras_kd converts them to logits with `log(p)` (exact up to a "
-        "constant, which softmax ignores). Pass `teacher_outputs='logits'` to "
-        "silence this check, or `'probabilities'` to say so explicitly."
-    )
-
-
-def check_teacher_outputs_mode(value):
-    return check_one_of(
-        "teacher_outputs", value, ("auto", "logits", "probabilities")
-    )
-
-
 def cache_mismatch_error(what, expected, received):
     return ValueError(
         f"The cached teacher outputs do not match this Distiller: {what}. "
         f"Expected: {expected}. Received: {received}. Recompute the cache "
         "with `keras_kd.data.cache_teacher_outputs` for this teacher and "
         "these features."
-    )
-
-
-def missing_teacher_error():
-    return ValueError(
-        "This Distiller was saved without its teacher (the default, so the "
-        "file holds only the student, the heads and the training state). "
-        "Load it with `keras_kd.load_distiller(path, teacher=teacher)`, "
-        "where `teacher` is the teacher model or the path of its `.keras` "
-        "file; or save with `Distiller(..., save_teacher=True)`."
     )
 
 
@@ -198,62 +127,6 @@ def check_number_at_least(name, value, minimum):
             f"Received: {name}={value}"
         )
     return float(value)
-
-
-def _shape_text(shape):
-    return str(tuple(shape))
-
-
-def feature_shape_mismatch_error(loss_name, teacher_shape, student_shape):
-    return ValueError(
-        f"`{loss_name}` compares teacher and student features element by "
-        "element, so both must have the same shape. Received: "
-        f"teacher_features.shape={_shape_text(teacher_shape)}, "
-        f"student_features.shape={_shape_text(student_shape)}. Put a "
-        "projection on the student (for example a `Dense` or 1x1 `Conv2D` "
-        "layer) so its features take the teacher's shape."
-    )
-
-
-def feature_rank_error(loss_name, argument, shape, expected):
-    return ValueError(
-        f"`{loss_name}` expects `{argument}` of {expected}. Received: "
-        f"{argument}.shape={_shape_text(shape)}"
-    )
-
-
-def attention_spatial_mismatch_error(teacher_shape, student_shape):
-    return ValueError(
-        "`attention_transfer` average-pools the larger attention map down to "
-        "the smaller one, which needs each spatial size of the larger map to "
-        "be a multiple of the smaller one. Received: "
-        f"teacher_features.shape={_shape_text(teacher_shape)}, "
-        f"student_features.shape={_shape_text(student_shape)}. Pick layers "
-        "whose spatial sizes divide evenly, or resize one of the maps first "
-        "(for example with `keras.layers.Resizing`)."
-    )
-
-
-def batch_size_mismatch_error(loss_name, teacher_shape, student_shape):
-    return ValueError(
-        f"`{loss_name}` needs the teacher and the student features of the "
-        "same samples, so both must have the same batch size. Received: "
-        f"teacher_features.shape={_shape_text(teacher_shape)}, "
-        f"student_features.shape={_shape_text(student_shape)}"
-    )
-
-
-def check_relation_batch_size(loss_name, batch_size):
-    """Raises if a relation loss gets a batch with a single sample."""
-    if batch_size is not None and batch_size < 2:
-        raise ValueError(
-            f"`{loss_name}` compares the samples of a batch with each other, "
-            "so it needs at least 2 samples per batch. Received: "
-            f"batch_size={batch_size}. Use a batch size of 2 or more (and "
-            "`drop_remainder=True` in `tf.data`, or a dataset size that the "
-            "batch size divides, so the last batch is not a single sample)."
-        )
-    return batch_size
 
 
 def check_positive_integer(name, value):
