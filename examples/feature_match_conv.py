@@ -5,8 +5,10 @@ Description: Match a student's feature maps to a teacher's with
 different widths) and with attention transfer (no head needed).
 
 Data: scikit-learn's handwritten digits, upsampled to 16x16, so this runs
-anywhere without a network. `python examples/feature_match_conv.py`, or
-`--quick` for a smoke run.
+anywhere without a network. `python examples/feature_match_conv.py` (about a
+minute: 66 s with TensorFlow on 2 CPU cores shared with other jobs), or
+`--quick` for a smoke run. It prints the student trained alone beside the
+distilled one.
 """
 
 """
@@ -14,6 +16,7 @@ anywhere without a network. `python examples/feature_match_conv.py`, or
 """
 
 import argparse
+import time
 
 import keras
 import numpy as np
@@ -25,6 +28,7 @@ parser.add_argument("--epochs", type=int, default=30)
 parser.add_argument("--quick", action="store_true")
 args = parser.parse_args()
 epochs = 1 if args.quick else args.epochs
+start = time.perf_counter()
 
 (x_train, y_train), (x_test, y_test) = keras_kd.data.load_dataset("digits")
 x_train = np.repeat(np.repeat(x_train, 2, axis=1), 2, axis=2)
@@ -74,6 +78,27 @@ the student but is not part of `distiller.student`. Attention transfer
 compares spatial attention maps and needs no head.
 """
 
+"""
+## The student alone
+
+The baseline: the same architecture and initial weights, trained on the
+labels only, for as many epochs.
+"""
+
+keras.utils.set_random_seed(1)
+scratch = make_model([8, 16], "student")
+scratch.compile(
+    optimizer="adam",
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=["accuracy"],
+)
+scratch.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
+_, scratch_accuracy = scratch.evaluate(x_test, y_test, verbose=0)
+
+"""
+## The same student, distilled
+"""
+
 keras.utils.set_random_seed(1)
 student = make_model([8, 16], "student")
 distiller = keras_kd.Distiller(
@@ -91,8 +116,10 @@ distiller.compile(optimizer="adam", metrics=["accuracy"])
 history = distiller.fit(x_train, y_train, epochs=epochs, batch_size=32,
                         validation_data=(x_test, y_test), verbose=0)
 for key in ("loss", "soft_loss", "feature_loss/teacher_block2",
-            "feature_loss/teacher_block1", "val_accuracy"):
+            "feature_loss/teacher_block1"):
     print(f"{key:<30} {history.history[key][-1]:.4f}")
+print(f"{'student alone':<30} {scratch_accuracy:.4f}")
+print(f"{'student, distilled':<30} {history.history['val_accuracy'][-1]:.4f}")
 
 """
 ## The student stays itself
@@ -103,9 +130,10 @@ The heads are not in the student: it keeps its own parameters.
 print("student parameters:", distiller.student.count_params())
 print("projection head layers:",
       [layer.name for layer in distiller.features[0].head.layers])
+print(f"run time: {time.perf_counter() - start:.0f} s")
 
 """
-With the defaults (30 epochs) the teacher reaches about 98.7 % and the
-distilled student (3,818 parameters) about 98 % test accuracy; the same
-student trained alone reaches about 97.3 %.
+With the defaults (30 epochs, one run) the teacher reaches 98.7 % test
+accuracy, the student (3,818 parameters) alone 97.8 % and the same student
+distilled 98.0 %.
 """

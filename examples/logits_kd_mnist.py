@@ -8,8 +8,9 @@ and 2,000 test images), so this runs anywhere without a network. Pass
 `--data path/to/mnist.npz` for the full MNIST in the `keras.datasets` layout,
 or `--data digits` for scikit-learn's digits.
 
-Run: `python examples/logits_kd_mnist.py` (about two minutes on 2 CPU
-cores), or `--quick` for a smoke run.
+Run: `python examples/logits_kd_mnist.py` (about two minutes: 121 s with
+TensorFlow on 2 CPU cores shared with other jobs), or `--quick` for a smoke
+run.
 """
 
 """
@@ -17,6 +18,7 @@ cores), or `--quick` for a smoke run.
 """
 
 import argparse
+import time
 
 import keras
 
@@ -27,6 +29,7 @@ parser.add_argument("--data", default="mnist_subset")
 parser.add_argument("--epochs", type=int, default=60)
 parser.add_argument("--quick", action="store_true")
 args = parser.parse_args()
+start = time.perf_counter()
 epochs = 2 if args.quick else args.epochs
 
 (x_train, y_train), (x_test, y_test) = keras_kd.data.load_dataset(args.data)
@@ -102,13 +105,15 @@ keras.utils.set_random_seed(1)
 student = make_student()
 distiller = keras_kd.Distiller(teacher, student, alpha=0.1, temperature=4.0)
 cache = keras_kd.data.cache_teacher_outputs(distiller, x_train, verbose=0)
+# The test images too, so each epoch's validation runs the student alone.
+test_cache = keras_kd.data.cache_teacher_outputs(distiller, x_test, verbose=0)
 distiller.compile(optimizer="adam", metrics=["accuracy"])
 history = distiller.fit(
     x_train,
     cache.targets(y_train, x=x_train),
     epochs=epochs,
     batch_size=32,
-    validation_data=(x_test, y_test),
+    validation_data=(x_test, test_cache.targets(y_test, x=x_test)),
     verbose=0,
 )
 print("last epoch:", {k: round(v[-1], 4) for k, v in history.history.items()})
@@ -127,3 +132,4 @@ print(f"teacher            {teacher_acc:.4f} "
 print(f"student, scratch   {scratch_acc:.4f} "
       f"({scratch.count_params()} params)")
 print(f"student, distilled {student_acc:.4f}")
+print(f"run time: {time.perf_counter() - start:.0f} s")
