@@ -59,7 +59,7 @@ class TeacherCacheStore:
     def _key(self, distiller, x):
         taps = tuple(distiller._teacher_tap_names)
         if is_array(x):
-            # The fingerprint hashes every byte of `x` (about 0.2 s for the
+            # The fingerprint hashes every byte of `x` (about 0.1 s for the
             # 188 MB of MNIST in float32), so an array changed in place
             # between trials gets new outputs.
             return ("array", id(x), cache_module.fingerprint(x), taps)
