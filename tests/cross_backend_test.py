@@ -136,7 +136,9 @@ def results(backend):
     return _RESULTS[backend]
 
 
+# It starts every backend itself, so one run of the suite is enough.
 @pytest.mark.slow
+@pytest.mark.backends("tensorflow")
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 @pytest.mark.parametrize("case", CASES)
 def test_same_losses_as_tensorflow(case, backend):
