@@ -46,6 +46,12 @@ def normalize_teachers(teacher, teachers):
         )
     names, models, paths = [], [], []
     for name, model in items:
+        if name is not None and "/" in name:
+            raise ValueError(
+                "Teacher names may not contain '/', which keras_kd uses in "
+                f"the keys of cached outputs. Received: a teacher named "
+                f"{name!r}"
+            )
         path = None
         if isinstance(model, str):
             path = model

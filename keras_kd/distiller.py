@@ -349,7 +349,6 @@ class Distiller(BackendSteps, keras.Model):
         self._teacher_tap_names_per_teacher = [
             [_tensor_layer_name(t) for t in taps] for taps in teacher_taps
         ]
-        self._teacher_tap_names = self._teacher_tap_names_per_teacher[0]
         self._teacher_views = [
             model_utils.feature_view(model, taps, f"{model.name}_taps")
             if taps else None
@@ -416,33 +415,46 @@ class Distiller(BackendSteps, keras.Model):
             result.append([ops.stop_gradient(o) for o in outputs])
         return result
 
-    def _cached_teacher_outputs(self, cached):
-        logits = cached[TEACHER_LOGITS_KEY]
-        features = cached.get(TEACHER_FEATURES_KEY) or {}
+    def _cache_keys(self):
+        """Names of the cached teacher outputs, in `_flat_teacher_outputs`
+        order: `"logits"`, then the first teacher's taps; with several
+        teachers, `"<teacher>/logits"` and `"<teacher>/<layer>"` (Keras layer
+        names hold no "/")."""
+        keys = []
         several = len(self._teacher_models) > 1
-        if several != isinstance(logits, dict):
+        for i, (name, taps) in enumerate(zip(
+                self.teacher_names, self._teacher_tap_names_per_teacher)):
+            prefix = f"{name}/" if several else ""
+            keys.append("logits" if i == 0 else f"{name}/logits")
+            keys.extend(prefix + tap for tap in taps)
+        return keys
+
+    def _flat_teacher_outputs(self, x):
+        """The live teacher outputs as one list, in `_cache_keys` order."""
+        return [o for outputs in self._teacher_outputs(x, None)
+                for o in outputs]
+
+    def _cached_teacher_outputs(self, cached):
+        values = dict(cached.get(TEACHER_FEATURES_KEY) or {})
+        values["logits"] = cached[TEACHER_LOGITS_KEY]
+        keys = self._cache_keys()
+        missing = [k for k in keys if k not in values]
+        if missing:
             raise validation.cache_mismatch_error(
-                "the number of teachers", len(self._teacher_models),
-                len(logits) if isinstance(logits, dict) else 1,
+                "teacher outputs the terms read are missing (a cache of "
+                "another teacher, other teachers or other matched layers)",
+                keys, sorted(values),
             )
-        result = []
-        for name, taps in zip(self.teacher_names,
-                              self._teacher_tap_names_per_teacher):
-            t_logits = logits[name] if several else logits
-            t_features = features.get(name, {}) if several else features
-            if t_logits.shape[-1] != self.num_classes:
+        result, it = [], iter(keys)
+        for taps in self._teacher_tap_names_per_teacher:
+            logits = values[next(it)]
+            if logits.shape[-1] != self.num_classes:
                 raise validation.cache_mismatch_error(
                     "the number of classes", self.num_classes,
-                    t_logits.shape[-1],
+                    logits.shape[-1],
                 )
-            outputs = [ops.cast(t_logits, "float32")]
-            for tap in taps:
-                if tap not in t_features:
-                    raise validation.cache_mismatch_error(
-                        "a matched teacher layer is missing",
-                        sorted(taps), sorted(t_features),
-                    )
-                outputs.append(t_features[tap])
+            outputs = [ops.cast(logits, "float32")]
+            outputs.extend(values[next(it)] for _ in taps)
             result.append([ops.stop_gradient(o) for o in outputs])
         return result
 

@@ -185,12 +185,13 @@ class TeacherOutputCache:
                     "the number of classes", distiller.num_classes,
                     self.num_classes
                 )
-            missing = set(distiller._teacher_tap_names) - set(self.features)
+            keys = distiller._cache_keys()[1:]
+            missing = set(keys) - set(self.features)
             if missing:
                 raise validation.cache_mismatch_error(
-                    "matched teacher layers are missing",
-                    sorted(distiller._teacher_tap_names),
-                    sorted(self.features),
+                    "teacher outputs the terms read are missing (matched "
+                    "layers, or the other teachers' logits)",
+                    sorted(keys), sorted(self.features),
                 )
             if distiller.augmentation is not None:
                 raise validation.augmented_cache_error()
@@ -489,7 +490,7 @@ def _teacher_forward(model):
 
     if isinstance(model, Distiller):
         wrapper = _TeacherOutputs(model)
-        names = ["logits"] + list(model._teacher_tap_names)
+        names = model._cache_keys()
     elif isinstance(model, keras.Model):
         wrapper = model
         names = ["logits"]
@@ -516,8 +517,8 @@ class _TeacherOutputs(keras.Model):
         self.distiller = distiller
 
     def call(self, x):
-        # One teacher: `[logits, *taps]` of the Distiller's only teacher.
-        return self.distiller._teacher_outputs(x, None)[0]
+        # Every teacher's logits and taps, named by `_cache_keys`.
+        return self.distiller._flat_teacher_outputs(x)
 
 
 class _Writer:

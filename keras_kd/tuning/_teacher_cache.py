@@ -57,7 +57,7 @@ class TeacherCacheStore:
         self._entries.clear()
 
     def _key(self, distiller, x):
-        taps = tuple(distiller._teacher_tap_names)
+        taps = tuple(distiller._cache_keys())
         if is_array(x):
             # The fingerprint hashes every byte of `x` (about 0.1 s for the
             # 188 MB of MNIST in float32), so an array changed in place

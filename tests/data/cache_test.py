@@ -131,7 +131,7 @@ class TeacherOutputCacheTest(TestCase):
         d = keras_kd.Distiller(teacher, student, features=[
             keras_kd.FeatureMatch("t_conv2", "s_conv1")])
         cache = cache_teacher_outputs(teacher, x, verbose=0)
-        with self.assertRaisesRegex(ValueError, "matched teacher layers"):
+        with self.assertRaisesRegex(ValueError, "matched layers"):
             cache.targets(None, distiller=d)
 
     def test_replaced_disk_cache_file_is_refused(self):

@@ -347,6 +347,37 @@ class SeveralTeachersTest(TestCase):
         d.compile()
         self.assertIn("feature_loss/t_hidden1", evaluate(d, self.x, self.y))
 
+    def test_cached_outputs_equal_the_live_teachers(self):
+        def make():
+            return keras_kd.Distiller(
+                teachers={"a": self.t1, "b": self.t2}, student=self.student,
+                alpha=0.5, features=[
+                    keras_kd.RelationMatch("similarity_preserving",
+                                           "t_hidden1", "s_hidden",
+                                           teacher="b")],
+                terms=[keras_kd.HardLoss(), keras_kd.SoftTargets(),
+                       LogitMSE(teacher="a")])
+
+        live = make()
+        live.compile()
+        cache = keras_kd.data.cache_teacher_outputs(live, self.x, verbose=0)
+        self.assertEqual(sorted(cache.features),
+                         ["b/logits", "b/t_hidden1"])
+        cached = make()
+        cached.compile()
+        a = evaluate(live, self.x, self.y)
+        b = evaluate(cached, self.x, cache.targets(self.y, x=self.x,
+                                                   distiller=cached))
+        for key in ("loss", "soft_loss", "logit_mse",
+                    "similarity_preserving"):
+            self.assertAllClose(a[key], b[key], rtol=1e-5)
+        history = cached.fit(self.x, cache.targets(self.y), epochs=1,
+                             batch_size=8, verbose=0)
+        self.assertTrue(np.isfinite(history.history["loss"][0]))
+        with self.assertRaisesRegex(ValueError, "terms read are missing"):
+            cache.check(distiller=keras_kd.Distiller(
+                teachers={"a": self.t1, "c": self.t2}, student=self.student))
+
     def test_teacher_and_teachers_together_are_refused(self):
         with self.assertRaisesRegex(ValueError, "not both"):
             keras_kd.Distiller(self.t1, self.student, teachers=[self.t2])
