@@ -17,7 +17,8 @@ from keras_kd.tuning._teacher_cache import TeacherCacheStore
 from keras_kd.utils import validation
 
 # The terms every Distiller logs (see `Distiller`), besides compiled metrics.
-_LOGGED_TERMS = ("loss", "hard_loss", "soft_loss", "teacher_agreement")
+# Logged whatever the terms: the total and the agreement with the teacher.
+_LOGGED_TERMS = ("loss", "teacher_agreement")
 # Objectives whose scale depends on the temperature and alpha themselves.
 _LOSS_OBJECTIVES = ("loss", "soft_loss")
 # Distiller warning that is expected at one end of the default alpha range.
@@ -86,9 +87,15 @@ class DistillerHyperModel(keras_tuner.HyperModel):
             `keras_kd.RelationMatch`, copied (with new heads) for every trial.
         feature_weights: `None` (each match keeps its weight), one search
             argument for every match (a number, range or list; a range is log
-            scale when its min is above 0), or a dict from match name
-            (`match.log_name`) to a search argument. The hyperparameter of a
-            match is named `f"{match.log_name}_weight"`.
+            scale when its min is above 0), or a dict from a term's name
+            (`term.log_name`, of `features` or `terms`) to a search argument.
+            The hyperparameter of a term is named
+            `f"{term.log_name}_weight"`.
+        terms: Optional list of `keras_kd.Term` (built-in or your own),
+            passed to every trial's Distiller as `terms=` (copied from their
+            configs, so each trial starts fresh). `alpha` is searched only if
+            given explicitly; with `terms` and the default `alpha`, the terms
+            count at their own weights. Defaults to `None`.
         cache_teacher_outputs: Boolean, reuse the teacher's outputs across
             trials when the data allow it. Defaults to `True`.
         cache_batch_size: Integer, batch size of the teacher pass that fills
@@ -124,6 +131,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         metrics=("accuracy",),
         features=None,
         feature_weights=None,
+        terms=None,
         cache_teacher_outputs=True,
         cache_batch_size=256,
         name=None,
@@ -147,6 +155,13 @@ class DistillerHyperModel(keras_tuner.HyperModel):
                 "temperature", temperature, "positive"),
             "alpha": check_search_space("alpha", alpha, "unit"),
         }
+        # With `terms=`, alpha balances label and response terms only when
+        # the caller asked for it (the default range is for the default
+        # terms).
+        self._alpha_given = None if (
+            terms is not None and alpha == (0.0, 1.0)) else alpha
+        if self._alpha_given is None and terms is not None:
+            del self.space["alpha"]
         if learning_rate is not None:
             self.space["learning_rate"] = check_search_space(
                 "learning_rate", learning_rate, "positive")
@@ -155,6 +170,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
             metrics = [metrics]
         self.metrics = list(metrics or [])
         self.features = list(features or [])
+        self.terms = None if terms is None else list(terms)
         self._feature_spaces = self._read_feature_weights(feature_weights)
         self.cache_teacher_outputs = validation.check_bool(
             "cache_teacher_outputs", cache_teacher_outputs)
@@ -177,16 +193,17 @@ class DistillerHyperModel(keras_tuner.HyperModel):
     def _read_feature_weights(self, feature_weights):
         if feature_weights is None:
             return {}
-        if not self.features:
-            raise feature_weights_without_features_error(
-                feature_weights)
         names = [match.log_name for match in self.features]
         if isinstance(feature_weights, dict):
+            known = names + [t.log_name for t in self.terms or []]
             for key in feature_weights:
-                if key not in names:
+                if key not in known:
                     raise validation.unknown_name_error(
-                        "feature match", key, names, "`feature_weights`")
+                        "term", key, known, "`feature_weights`")
             specs = dict(feature_weights)
+        elif not self.features:
+            raise feature_weights_without_features_error(
+                feature_weights)
         else:
             specs = {name: feature_weights for name in names}
         return {
@@ -202,14 +219,13 @@ class DistillerHyperModel(keras_tuner.HyperModel):
         """Returns a compiled `Distiller` with a fresh student for `hp`."""
         values = {name: _declare(hp, name, spec)
                   for name, spec in self.space.items()}
-        features = []
-        for match in self.features:
-            config = match.get_config()
-            if match.log_name in self._feature_spaces:
-                config["weight"] = _declare(
-                    hp, f"{match.log_name}_weight",
-                    self._feature_spaces[match.log_name])
-            features.append(type(match).from_config(config))
+        values.setdefault("alpha", None)
+        features = [self._copy_term(hp, match) for match in self.features]
+        extra = {}
+        if self.terms is not None:
+            extra["terms"] = [self._copy_term(hp, t) for t in self.terms]
+            if self._alpha_given is None:
+                extra["alpha"] = None
         student = self._new_student(hp)
         try:
             with warnings.catch_warnings():
@@ -217,10 +233,11 @@ class DistillerHyperModel(keras_tuner.HyperModel):
                 # legitimate point of comparison, not a mistake.
                 warnings.filterwarnings("ignore", message=_ALPHA_ONE_WARNING,
                                         category=UserWarning)
-                distiller = Distiller(
-                    self.teacher, student, alpha=values["alpha"],
-                    temperature=values["temperature"], features=features,
-                    **self.distiller_kwargs)
+                kwargs = dict(alpha=values["alpha"],
+                              temperature=values["temperature"],
+                              features=features, **self.distiller_kwargs)
+                kwargs.update(extra)
+                distiller = Distiller(self.teacher, student, **kwargs)
         except (TypeError, ValueError) as error:
             raise _fatal(incompatible_student_error(error)) from \
                 error
@@ -229,6 +246,15 @@ class DistillerHyperModel(keras_tuner.HyperModel):
             metrics=list(self.metrics) or None,
         )
         return distiller
+
+    def _copy_term(self, hp, term):
+        """A fresh copy of a term (new heads), with its searched weight."""
+        config = term.get_config()
+        if term.log_name in self._feature_spaces:
+            config["weight"] = _declare(
+                hp, f"{term.log_name}_weight",
+                self._feature_spaces[term.log_name])
+        return type(term).from_config(config)
 
     def _new_student(self, hp):
         if self._student_template is not None:
@@ -297,7 +323,7 @@ class DistillerHyperModel(keras_tuner.HyperModel):
     def logged_names(self, model, include_validation=True):
         """The history keys a compiled Distiller logs (objective names)."""
         names = list(_LOGGED_TERMS)
-        names += [match.log_name for match in model.features]
+        names += [term.log_name for term in model.terms]
         names += logged_metric_names(model)
         if include_validation:
             names += [f"val_{name}" for name in names]
@@ -320,7 +346,8 @@ class DistillerHyperModel(keras_tuner.HyperModel):
                     objective_without_validation_error(name))
             base = name[4:] if name.startswith("val_") else name
             # The loss scale moves with these, not with the learning rate.
-            scales = [self.space["temperature"], self.space["alpha"]]
+            scales = [self.space[k] for k in ("temperature", "alpha")
+                      if k in self.space]
             scales += list(self._feature_spaces.values())
             tuned = any(spec[0] != "fixed" for spec in scales)
             if base in _LOSS_OBJECTIVES and tuned and \

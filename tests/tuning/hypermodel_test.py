@@ -380,7 +380,7 @@ class DistillerHyperModelTest(TestCase):
     def test_unknown_feature_weight_name(self):
         match = keras_kd.FeatureMatch("t_hidden2", "s_hidden")
         with self.assertRaisesRegex(
-            ValueError, r"Unknown feature match 'feature_loss/t_hiden2'.*"
+            ValueError, r"Unknown term 'feature_loss/t_hiden2'.*"
                         r"Close matches: \['feature_loss/t_hidden2'\]"):
             DistillerHyperModel(
                 self.teacher, build_student, features=[match],
@@ -469,3 +469,32 @@ class DistillerHyperModelTest(TestCase):
         result = subprocess.run([sys.executable, "-c", code], env=env,
                                 capture_output=True, text=True, timeout=300)
         self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+
+
+class TermsSearchTest(TestCase):
+    def test_user_terms_are_copied_per_trial_and_their_weight_searched(self):
+        import keras_tuner
+
+        from tests.terms.base_test import LogitMSE
+
+        teacher, student = make_dense_pair()
+        x, y = make_data(64)
+        hypermodel = keras_kd.tuning.DistillerHyperModel(
+            teacher, lambda: make_dense_pair()[1], temperature=2.0,
+            terms=[keras_kd.HardLoss(), LogitMSE(name="logit_mse")],
+            feature_weights={"logit_mse": (0.1, 1.0)})
+        hp = keras_tuner.HyperParameters()
+        first = hypermodel.build(hp)
+        second = hypermodel.build(hp)
+        self.assertIsInstance(first.terms[1], LogitMSE)
+        self.assertIsNot(first.terms[1], second.terms[1])
+        self.assertIn("logit_mse_weight", hp.values)
+        self.assertNotIn("alpha", hp.values)
+        self.assertEqual(first.terms[1].weight, hp.values["logit_mse_weight"])
+        tuner = keras_tuner.RandomSearch(
+            hypermodel, objective=keras_tuner.Objective("val_logit_mse", "min"),
+            max_trials=2,
+            directory=self.get_temp_dir(), project_name="terms", seed=0)
+        tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+        trials = tuner.oracle.trials.values()
+        self.assertEqual({t.status for t in trials}, {"COMPLETED"})
