@@ -99,15 +99,24 @@ def test_errors(model, x, y):
     return int(np.sum(np.argmax(logits, -1) != y))
 
 
+def _git(*args):
+    try:
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True,
+                              text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+# Read when the benchmark starts: the code it imports is this commit's (plus
+# the uncommitted changes to keras_kd/, if any, flagged in each row).
+_COMMIT = _git("rev-parse", "--short", "HEAD")
+_DIRTY = bool(_git("status", "--porcelain", "--", os.path.join(ROOT,
+                                                                "keras_kd")))
+
+
 def environment():
     """Versions, device and commit recorded with every result row."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-            capture_output=True, text=True, check=False,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = _COMMIT + ("+uncommitted" if _DIRTY else "")
     record = {
         "keras": keras.__version__,
         "backend": keras.backend.backend(),

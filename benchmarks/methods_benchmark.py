@@ -15,7 +15,7 @@ Methods (softmax, 10 classes):
 - `dist`: `terms=[HardLoss(), DIST()]`: beta = gamma = 1, tau = 4.
 - `kd+ls`: KD with logit standardization, `alpha=0.1`, base temperature 2
   (the paper's setting: a small label weight, the KD weight 9x).
-- `kd, two teachers`: KD from the average softened probabilities of the CNN
+- `kd two teachers`: KD from the average softened probabilities of the CNN
   teacher and a second, narrower CNN teacher.
 Sigmoid outputs (a binary task, "is the digit >= 5", one logit):
 - `binary scratch` and `binary kd` (`Distiller` detects one logit as sigmoid:
@@ -41,7 +41,7 @@ import benchmark_utils as bu  # noqa: E402
 
 import keras_kd  # noqa: E402
 
-METHODS = ("scratch", "kd", "dkd", "dist", "kd+ls", "kd, two teachers",
+METHODS = ("scratch", "kd", "dkd", "dist", "kd+ls", "kd two teachers",
            "binary scratch", "binary kd")
 
 
@@ -85,13 +85,13 @@ def train(method, teachers, caches, data, args, seed):
     elif method == "kd+ls":
         kwargs = dict(alpha=0.1, temperature=2.0, terms=[
             keras_kd.HardLoss(), keras_kd.SoftTargets(standardize=True)])
-    elif method == "kd, two teachers":
+    elif method == "kd two teachers":
         teacher = None
         kwargs = dict(alpha=0.5, temperature=4.0, teachers={
             "cnn": teachers["cnn"], "narrow": teachers["narrow"]})
     d = keras_kd.Distiller(teacher, student, **kwargs)
     d.compile(optimizer=optimizer)
-    key = "two" if method == "kd, two teachers" else (
+    key = "two" if method == "kd two teachers" else (
         "binary" if binary else "cnn")
     if key not in caches:
         t0 = time.time()
