@@ -1,30 +1,65 @@
 """keras_kd: knowledge distillation for Keras 3."""
 
-from keras_kd import callbacks
-from keras_kd import data
-from keras_kd import export
-from keras_kd import losses
-from keras_kd import terms
-from keras_kd.distiller import Distiller
-from keras_kd.distiller import load_distiller
-from keras_kd.feature_match import FeatureMatch
-from keras_kd.feature_match import RelationMatch
-from keras_kd.terms import DIST
-from keras_kd.terms import DKD
-from keras_kd.terms import HardLoss
-from keras_kd.terms import LogitTerm
-from keras_kd.terms import SoftTargets
-from keras_kd.terms import Term
+import importlib as _importlib
+import os as _os
+import sys as _sys
+
 from keras_kd.version import __version__
+
+# Where each public name lives (`keras_kd.Distiller` -> keras_kd.distiller).
+_NAMES = {
+    "Distiller": "keras_kd.distiller",
+    "load_distiller": "keras_kd.distiller",
+    "FeatureMatch": "keras_kd.feature_match",
+    "RelationMatch": "keras_kd.feature_match",
+    "DIST": "keras_kd.terms",
+    "DKD": "keras_kd.terms",
+    "HardLoss": "keras_kd.terms",
+    "LogitTerm": "keras_kd.terms",
+    "SoftTargets": "keras_kd.terms",
+    "Term": "keras_kd.terms",
+}
+_SUBMODULES = ("callbacks", "data", "export", "losses", "terms")
+
+
+def _started_by_the_command_line():
+    """`keras-kd ...` or `python -m keras_kd ...`: the command line parses its
+    arguments before it imports Keras, so `--help` and argument errors do not
+    wait for TensorFlow (keras_kd/cli imports what it needs)."""
+    script = _os.path.basename(_sys.argv[0]) if _sys.argv else ""
+    argv = getattr(_sys, "orig_argv", [])
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
+    return script in ("keras-kd", "keras-kd.exe") or module == "keras_kd"
 
 
 def __getattr__(name):
-    # `keras_kd.tuning` imports KerasTuner, so it loads only when asked for.
-    if name == "tuning":
-        import importlib
-
-        return importlib.import_module("keras_kd.tuning")
+    # `keras_kd.tuning` imports KerasTuner, so it loads only when asked for;
+    # everything loads on first use when the command line started us.
+    if name == "tuning" or name in _SUBMODULES:
+        return _importlib.import_module(f"keras_kd.{name}")
+    if name in _NAMES:
+        return getattr(_importlib.import_module(_NAMES[name]), name)
     raise AttributeError(f"module 'keras_kd' has no attribute {name!r}")
+
+
+if not _started_by_the_command_line():
+    # A library import: everything at once, so `keras.saving.load_model`
+    # finds keras_kd's registered classes after a bare `import keras_kd`.
+    from keras_kd import callbacks  # noqa: E402,F401
+    from keras_kd import data  # noqa: E402,F401
+    from keras_kd import export  # noqa: E402,F401
+    from keras_kd import losses  # noqa: E402,F401
+    from keras_kd import terms  # noqa: E402,F401
+    from keras_kd.distiller import Distiller  # noqa: E402,F401
+    from keras_kd.distiller import load_distiller  # noqa: E402,F401
+    from keras_kd.feature_match import FeatureMatch  # noqa: E402,F401
+    from keras_kd.feature_match import RelationMatch  # noqa: E402,F401
+    from keras_kd.terms import DIST  # noqa: E402,F401
+    from keras_kd.terms import DKD  # noqa: E402,F401
+    from keras_kd.terms import HardLoss  # noqa: E402,F401
+    from keras_kd.terms import LogitTerm  # noqa: E402,F401
+    from keras_kd.terms import SoftTargets  # noqa: E402,F401
+    from keras_kd.terms import Term  # noqa: E402,F401
 
 
 __all__ = [

@@ -54,7 +54,10 @@ def normalize_teachers(teacher, teachers):
             )
         path = None
         if isinstance(model, str):
+            from keras_kd.utils import io
+
             path = model
+            io.check_keras_file("teacher", model)
             model = keras.saving.load_model(model, compile=False)
         validation.check_model("teacher", model)
         names.append(name or model.name)

@@ -14,6 +14,7 @@ from keras_kd.losses.logits import label_mask
 from keras_kd.terms.base import Term
 from keras_kd.terms.hard import HardLoss
 from keras_kd.terms.kd import SoftTargets
+from keras_kd.utils import io
 from keras_kd.utils import keras_compat
 from keras_kd.utils import models as model_utils
 from keras_kd.utils import validation
@@ -747,6 +748,13 @@ class Distiller(BackendSteps, keras.Model):
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def save(self, filepath, overwrite=True, **kwargs):
+        """As `keras.Model.save`, written atomically: a failed save leaves
+        the previous file intact. The teacher is left out unless
+        `save_teacher=True` (see `keras_kd.load_distiller`)."""
+        return io.atomic_keras_save(self, filepath, overwrite=overwrite,
+                                    **kwargs)
+
     def __dir__(self):
         # Keras' saving walk visits the attributes in `dir(model)`, `layers`
         # included (a list that holds the teacher). Leaving those out keeps
@@ -864,6 +872,7 @@ def load_distiller(path, teacher=None, custom_objects=None, compile=True):
     distiller.fit(x, y, epochs=5)  # resumes
     ```
     """
+    io.check_keras_file("path", path)
     token = _TEACHER_FOR_LOADING.set(teacher)
     try:
         return keras.saving.load_model(

@@ -540,3 +540,33 @@ class DistillerNaNTest(TestCase):
                         callbacks=[keras.callbacks.TerminateOnNaN()])
         self.assertEqual(len(history.history["loss"]), 1)
         self.assertTrue(np.isnan(history.history["loss"][0]))
+
+
+class AtomicSaveTest(TestCase):
+    def test_a_failed_save_leaves_the_previous_file(self):
+        teacher, student = make_dense_pair()
+        d = keras_kd.Distiller(teacher, student)
+        d.compile()
+        path = os.path.join(self.get_temp_dir(), "run.keras")
+        d.save(path)
+        with open(path, "rb") as f:
+            before = f.read()
+        from unittest import mock
+
+        with mock.patch.object(keras.Model, "get_config",
+                               side_effect=RuntimeError("disk full")):
+            with self.assertRaises(Exception):
+                d.save(path)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(os.listdir(os.path.dirname(path)), ["run.keras"])
+
+    def test_a_truncated_file_is_named_as_damaged(self):
+        teacher, student = make_dense_pair()
+        d = keras_kd.Distiller(teacher, student)
+        path = os.path.join(self.get_temp_dir(), "run.keras")
+        d.save(path)
+        with open(path, "r+b") as f:
+            f.truncate(100)
+        with self.assertRaisesRegex(ValueError, "damaged|not a valid"):
+            keras_kd.load_distiller(path, teacher=teacher)
