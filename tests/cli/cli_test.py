@@ -265,3 +265,26 @@ def test_native_output_is_silenced_but_python_stderr_is_not(capfd):
     assert "native start-up line" not in err
     assert "keras-kd: warning: from Python" in err
     assert "after" in err and "debug line" in err
+
+
+def test_the_command_line_parses_before_importing_keras():
+    """Started as `keras-kd`, the package defers Keras until after parsing,
+    so `--help` and argument errors do not wait for TensorFlow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['keras-kd', '--help']\n"
+            "import keras_kd.cli\n"
+            "loaded = 'keras' in sys.modules\n"
+            "try:\n    keras_kd.cli.main(['--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print('KERAS_LOADED', loaded, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=120)
+    assert "KERAS_LOADED False False" in out.stdout, out.stdout + out.stderr
+    # A library import still registers every class at once.
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, keras_kd; "
+         "print('DISTILLER' if 'keras_kd.distiller' in sys.modules else '')"],
+        capture_output=True, text=True, timeout=300)
+    assert "DISTILLER" in out.stdout, out.stderr[-2000:]
