@@ -33,7 +33,16 @@ def add_parser(subparsers):
                        help="softmax temperature of the soft loss")
     _common.add_number(group, "--alpha", "unit", default=0.5,
                        help="weight of the label loss; the soft loss gets "
-                       "1 - alpha")
+                       "1 - alpha (--method kd)")
+    group.add_argument(
+        "--method", default="kd", choices=("kd", "dkd", "dist"),
+        help="the logit term: kd (Hinton soft targets, balanced by --alpha), "
+        "dkd or dist (added at weight 1 to the label loss, as in their "
+        "papers)")
+    group.add_argument(
+        "--standardize", action="store_true",
+        help="z-score the logits before the logit term (logit "
+        "standardization; its paper uses --temperature 2)")
     _common.add_number(group, "--epochs", "positive_int", default=10,
                        help="training epochs")
     _common.add_number(group, "--learning-rate", "positive", default=1e-3,
@@ -59,9 +68,9 @@ def add_distillation_arguments(parser):
         help="match a teacher layer with a student layer (repeatable; a "
         "projection head is added when the shapes differ)")
     group.add_argument(
-        "--feature-loss", default="mse",
-        choices=("mse", "l1", "smooth_l1", "cosine", "attention"),
-        help="loss comparing matched features")
+        "--feature-loss", default="mse", metavar="LOSS",
+        help="loss comparing matched features: mse, l1, smooth_l1, cosine, "
+        "attention, or a name registered with keras_kd.losses.register")
     _common.add_number(group, "--feature-weight", "non_negative",
                        default=1.0,
                        help="weight of each feature term in the loss")
@@ -76,6 +85,16 @@ def feature_spec(value):
             "layer names joined by one colon (for example "
             f"`--feature dense:hidden`). Received: --feature={value!r}")
     return parts[0].strip(), parts[1].strip()
+
+
+def method_arguments(args):
+    """`alpha` and `terms` of the Distiller for `--method`."""
+    import keras_kd
+
+    term = keras_kd.terms.get(args.method, standardize=args.standardize)
+    if args.method == "kd":
+        return {"alpha": args.alpha, "terms": [keras_kd.HardLoss(), term]}
+    return {"terms": [keras_kd.HardLoss(), term]}
 
 
 def feature_matches(args):
@@ -152,9 +171,8 @@ def run(args):
     keras.utils.set_random_seed(args.seed)
     with _common.checking_inputs():
         distiller = keras_kd.Distiller(
-            teacher, student, alpha=args.alpha,
-            temperature=args.temperature,
-            features=feature_matches(args))
+            teacher, student, temperature=args.temperature,
+            features=feature_matches(args), **method_arguments(args))
         distiller.compile(
             optimizer=keras.optimizers.Adam(args.learning_rate),
             metrics=["accuracy"])

@@ -92,6 +92,23 @@ class DistillCommandTest(cli.CommandTestCase):
                          r"--feature: .*TEACHER_LAYER:STUDENT_LAYER")
         self.assertEqual(len(err.strip().splitlines()), 1)
 
+    def test_method_dkd_and_unknown_feature_loss(self):
+        out = self.get_temp_dir()
+        code, stdout, err = cli.call_main([
+            "distill", self.models["teacher"], self.models["student"],
+            "--data", self.npz, "--epochs", "1", "--method", "dkd",
+            "--verbose", "0", "--output", os.path.join(out, "s.keras")])
+        self.assertEqual(code, 0, err)
+        self.assertTrue(os.path.exists(os.path.join(out, "s.keras")))
+        code, _, err = cli.call_main([
+            "distill", self.models["teacher"], self.models["student"],
+            "--data", self.npz, "--feature", "embedding:hidden",
+            "--feature-loss", "cosin", "--output",
+            os.path.join(out, "t.keras")])
+        self.assertEqual(code, 2)
+        self.assertIn("Close matches: ['cosine']", err)
+        self.assertEqual(len(err.strip().splitlines()), 1)
+
     def test_tfds_name_without_data_dir(self):
         with mock.patch.object(_common, "default_data_dir",
                                return_value=None):
