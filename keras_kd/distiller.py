@@ -38,13 +38,20 @@ TEACHER_FEATURES_KEY = "teacher_features"
 class Distiller(BackendSteps, keras.Model):
     """Trains a student model to imitate a frozen teacher with `fit`.
 
-    The loss of a batch is
+    The loss of a batch is a weighted sum of distillation terms
+    (`keras_kd.Term`). By default the terms are `HardLoss()` and
+    `SoftTargets()`:
 
     ```python
     loss = alpha * hard + (1 - alpha) * soft + sum(weight_k * feature_k)
     hard = cross_entropy(labels, student_logits)
     soft = temperature**2 * KL(softmax(teacher / T) || softmax(student / T))
     ```
+
+    Every term returns one value per sample; the Distiller weighs them by
+    the sample weights and averages them over the samples of the global
+    batch (label terms over its labeled samples), the same way for the
+    built-in terms and a user's own.
 
     The teacher runs once per step with `training=False`, outside the
     gradient computation, and is never updated. The student runs once per
@@ -70,10 +77,13 @@ class Distiller(BackendSteps, keras.Model):
             `teacher_outputs`), or the path of a saved `.keras` teacher. It is
             frozen (`teacher.trainable = False`).
         student: A built `keras.Model` returning logits for the same classes.
-        alpha: Float in [0, 1], the weight of the hard (label) loss; the soft
-            loss gets `1 - alpha`. Defaults to `0.5`.
-        temperature: Positive float, the softmax temperature of the soft
-            loss. Defaults to `4.0`.
+        alpha: Float in [0, 1], the weight of the label terms; the response
+            terms (the soft loss) get `1 - alpha`. `None` means `0.5` with
+            the default terms and no balancing with `terms=`. Defaults to
+            `None`.
+        temperature: Positive float, the temperature of the logit terms
+            that do not set their own (a `keras.Variable`, schedulable).
+            Defaults to `4.0`.
         features: Optional list of `keras_kd.FeatureMatch` /
             `keras_kd.RelationMatch` terms added to the loss with their own
             weights. Defaults to `None`.
@@ -100,6 +110,20 @@ class Distiller(BackendSteps, keras.Model):
             heads, `alpha`, `temperature` and the optimizer state only; reload
             it with `keras_kd.load_distiller(path, teacher=...)`.
             Defaults to `False`.
+        terms: Optional list of `keras_kd.Term` replacing the default
+            `[HardLoss(), SoftTargets()]`, e.g.
+            `[keras_kd.HardLoss(), keras_kd.DKD()]`. With `terms` and
+            `alpha=None`, every term counts at its own `weight`; with an
+            `alpha`, label terms are multiplied by `alpha` and response terms
+            by `1 - alpha`. Defaults to `None`.
+        teachers: Optional list (or dict `{name: model}`) of several
+            teachers, instead of `teacher`. Each runs once per step; logit
+            terms average their softened probabilities unless a term names
+            one with `teacher=`. Defaults to `None`.
+        outputs: `"auto"`, `"softmax"` or `"sigmoid"`. `"auto"` takes one
+            logit (or a teacher ending in a sigmoid) as sigmoid outputs:
+            binary or multi-label classifiers, distilled with a Bernoulli
+            KL per output and binary cross-entropy. Defaults to `"auto"`.
         name: String, the model name. Defaults to `"distiller"`.
 
     Example:
