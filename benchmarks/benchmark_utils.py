@@ -136,6 +136,11 @@ def environment():
 
         record["jax"] = jax.__version__
         record["device"] = jax.devices()[0].platform.upper()
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        record["torch"] = torch.__version__
+        record["device"] = "GPU" if torch.cuda.is_available() else "CPU"
     return record
 
 

@@ -293,6 +293,21 @@ class Distiller(BackendSteps, keras.Model):
             )
         return self._teacher_models[0]
 
+    def __getattr__(self, name):
+        # Reached only when normal lookup fails. On PyTorch,
+        # `torch.nn.Module.__getattr__` would replace the `teacher`
+        # property's error with "no attribute 'teacher'": raise it again.
+        if name == "teacher" and len(
+            self.__dict__.get("_teacher_models") or ()
+        ) > 1:
+            return type(self).teacher.fget(self)
+        fallback = getattr(super(), "__getattr__", None)
+        if fallback is None:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        return fallback(name)
+
     @property
     def teachers(self):
         """Dict `{name: model}` of the teachers, in order."""

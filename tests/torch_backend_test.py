@@ -5,6 +5,8 @@ student pass per step, saving) is tested by the rest of the suite, which
 also runs with `KERAS_BACKEND=torch`.
 """
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -110,3 +112,12 @@ class TorchStepsTest(TestCase):
         self.assertIs(d._global_sum(value), value)
         self.assertIs(d._gather_batch(value), value)
         self.assertIs(d._local_rows(value, 4), value)
+
+
+@pytest.mark.backends("torch")
+def test_export_on_torch_says_what_to_do(tmp_path):
+    teacher, student = make_dense_pair()
+    path = str(tmp_path / "student.tflite")
+    with pytest.raises(NotImplementedError, match="KERAS_BACKEND=tensorflow"):
+        keras_kd.export.export_student(student, path)
+    assert not os.path.exists(path)

@@ -36,6 +36,7 @@ class ExportCommandTest(cli.CommandTestCase):
             r"\(choose from 'none', 'float16', 'dynamic', 'int8'\)",
             "export")
 
+    @pytest.mark.backends("tensorflow", "jax")
     def test_float16_without_eval_data(self):
         output = os.path.join(self.get_temp_dir(), "s.tflite")
         code, out, err = cli.call_main([

@@ -23,6 +23,10 @@ from tests.conftest import make_data
 from tests.conftest import make_dense_pair
 from tests.test_case import TestCase
 
+# LiteRT export converts with TensorFlow; on PyTorch `export_student`
+# raises a clear error instead (tested in tests/torch_backend_test.py).
+pytestmark = pytest.mark.backends("tensorflow", "jax")
+
 try:
     from ai_edge_litert.interpreter import Interpreter  # noqa: F401
 

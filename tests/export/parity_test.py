@@ -16,6 +16,10 @@ from tests.export.litert_test import make_student
 from tests.export.litert_test import requires_litert
 from tests.test_case import TestCase
 
+# LiteRT export converts with TensorFlow; on PyTorch `export_student`
+# raises a clear error instead (tested in tests/torch_backend_test.py).
+pytestmark = pytest.mark.backends("tensorflow", "jax")
+
 
 @functools.lru_cache(maxsize=None)
 def distilled_digits_student():
