@@ -16,17 +16,10 @@ elif _BACKEND == "torch":
     from keras_kd._steps.torch import TorchSteps as BackendSteps
 else:
 
-    class BackendSteps:
+    from keras_kd._steps._local import WholeBatch
+
+    class BackendSteps(WholeBatch):
         """Placeholder for backends keras_kd does not train on."""
-
-        def _global_sum(self, value):
-            return value
-
-        def _gather_batch(self, value):
-            return value
-
-        def _local_rows(self, values, batch):
-            return values
 
         def train_step(self, *args, **kwargs):
             raise NotImplementedError(

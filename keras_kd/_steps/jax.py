@@ -10,20 +10,15 @@ import jax
 import keras
 from keras import tree
 
+from keras_kd._steps._local import WholeBatch
 
-class JAXSteps:
-    """Mixin with the stateless JAX `train_step` and `test_step`."""
 
-    def _global_sum(self, value):
-        # A jitted JAX step sees the global batch (also under
-        # `keras.distribution`), so a plain sum is already global.
-        return value
+class JAXSteps(WholeBatch):
+    """Mixin with the stateless JAX `train_step` and `test_step`.
 
-    def _gather_batch(self, value):
-        return value
-
-    def _local_rows(self, values, batch):
-        return values
+    A jitted JAX step sees the global batch (also under
+    `keras.distribution`), so a plain sum is already global.
+    """
 
     def _state_mapping(self, trainable_variables, non_trainable_variables):
         return list(zip(self.trainable_variables, trainable_variables)) + list(

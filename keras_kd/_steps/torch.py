@@ -16,20 +16,15 @@ import warnings
 import keras
 import torch
 
+from keras_kd._steps._local import WholeBatch
 
-class TorchSteps:
-    """Mixin with the PyTorch `train_step` and `test_step`."""
 
-    def _global_sum(self, value):
-        # One device: Keras' torch `fit` does not split a batch over
-        # replicas, so the local sum is the global one.
-        return value
+class TorchSteps(WholeBatch):
+    """Mixin with the PyTorch `train_step` and `test_step`.
 
-    def _gather_batch(self, value):
-        return value
-
-    def _local_rows(self, values, batch):
-        return values
+    One device: Keras' torch `fit` does not split a batch over replicas, so
+    the local sum is the global one.
+    """
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
