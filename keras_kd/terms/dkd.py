@@ -4,8 +4,6 @@ The loss function `dkd` and its term `DKD`, in one file as mdistiller keeps
 one file per method.
 """
 
-import numbers
-
 import keras
 from keras import ops
 
@@ -175,19 +173,6 @@ def _target_mask(labels, teacher_logits):
     return ops.expand_dims(target, -1) == classes, invalid
 
 
-def _check_non_negative_integer(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"Argument `{name}` must be an integer >= 0. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
-    if value < 0:
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= 0. "
-            f"Received: {name}={value}"
-        )
-    return int(value)
-
 
 @keras.saving.register_keras_serializable(package="keras_kd")
 class DKD(LogitTerm):
@@ -288,7 +273,7 @@ class DKD(LogitTerm):
         self.nckd_weight = validation.check_non_negative_number(
             "nckd_weight", nckd_weight
         )
-        self.warmup_epochs = _check_non_negative_integer(
+        self.warmup_epochs = validation.check_non_negative_integer(
             "warmup_epochs", warmup_epochs
         )
         self.epoch = self.add_weight(

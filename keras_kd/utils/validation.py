@@ -129,6 +129,21 @@ def check_number_at_least(name, value, minimum):
     return float(value)
 
 
+def check_non_negative_integer(name, value):
+    """Returns `value` if it is an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"Argument `{name}` must be an integer >= 0. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    if value < 0:
+        raise ValueError(
+            f"Argument `{name}` must be an integer >= 0. "
+            f"Received: {name}={value}"
+        )
+    return int(value)
+
+
 def check_positive_integer(name, value):
     """Returns `value` if it is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
