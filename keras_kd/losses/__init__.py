@@ -39,12 +39,26 @@ from keras_kd.losses.relation import pkt
 from keras_kd.losses.relation import rkd_angle
 from keras_kd.losses.relation import rkd_distance
 from keras_kd.losses.relation import similarity_preserving
+from keras_kd.losses.tokens import GeneralizedJSDivergence
+from keras_kd.losses.tokens import ReverseKLDivergence
+from keras_kd.losses.tokens import SkewKLDivergence
+from keras_kd.losses.tokens import SkewReverseKLDivergence
+from keras_kd.losses.tokens import forward_kl_divergence
+from keras_kd.losses.tokens import generalized_js_divergence
+from keras_kd.losses.tokens import reverse_kl_divergence
+from keras_kd.losses.tokens import skew_kl_divergence
+from keras_kd.losses.tokens import skew_reverse_kl_divergence
 from keras_kd.utils import validation
 
 # Built-in string id -> Loss class. Several ids may name one class.
 _LOSSES = {
     "kd": SoftTargetKL,
     "soft_target_kl": SoftTargetKL,
+    "forward_kl": SoftTargetKL,
+    "reverse_kl": ReverseKLDivergence,
+    "jsd": GeneralizedJSDivergence,
+    "skew_kl": SkewKLDivergence,
+    "skew_reverse_kl": SkewReverseKLDivergence,
     "mse": FeatureMSE,
     "l1": FeatureL1,
     "smooth_l1": FeatureSmoothL1,
@@ -252,11 +266,15 @@ __all__ = [
     "FeatureL1",
     "FeatureMSE",
     "FeatureSmoothL1",
+    "GeneralizedJSDivergence",
     "LossFunctionWrapper",
     "PKT",
     "RKDAngle",
     "RKDDistance",
+    "ReverseKLDivergence",
     "SimilarityPreserving",
+    "SkewKLDivergence",
+    "SkewReverseKLDivergence",
     "SoftTargetKL",
     "attention_transfer",
     "bernoulli_kl",
@@ -267,16 +285,21 @@ __all__ = [
     "feature_l1",
     "feature_mse",
     "feature_smooth_l1",
+    "forward_kl_divergence",
+    "generalized_js_divergence",
     "get",
     "hard_cross_entropy",
     "ids",
     "label_mask",
     "pkt",
     "register",
+    "reverse_kl_divergence",
     "rkd_angle",
     "rkd_distance",
     "serialize",
     "similarity_preserving",
+    "skew_kl_divergence",
+    "skew_reverse_kl_divergence",
     "soft_target_kl",
     "standardize_logits",
 ]

@@ -8,6 +8,10 @@ subclass of `Term`.
 from keras_kd.terms.base import LogitTerm
 from keras_kd.terms.base import Term
 from keras_kd.terms.dist import DIST
+from keras_kd.terms.divergences import GeneralizedJSD
+from keras_kd.terms.divergences import ReverseKL
+from keras_kd.terms.divergences import SkewKL
+from keras_kd.terms.divergences import SkewReverseKL
 from keras_kd.terms.dkd import DKD
 from keras_kd.terms.hard import HardLoss
 from keras_kd.terms.kd import SoftTargets
@@ -17,6 +21,11 @@ _TERMS = {
     "hard": HardLoss,
     "kd": SoftTargets,
     "soft_targets": SoftTargets,
+    "forward_kl": SoftTargets,
+    "reverse_kl": ReverseKL,
+    "jsd": GeneralizedJSD,
+    "skew_kl": SkewKL,
+    "skew_reverse_kl": SkewReverseKL,
     "dkd": DKD,
     "dist": DIST,
 }
@@ -26,8 +35,10 @@ def get(identifier, **kwargs):
     """Resolves a term identifier to a `keras_kd.Term` instance.
 
     Args:
-        identifier: A string id (`"hard"`, `"kd"`, `"dkd"`, `"dist"`), a
-            `Term` instance (returned as is) or a config dict.
+        identifier: A string id (`"hard"`, `"kd"` or `"forward_kl"`,
+            `"dkd"`, `"dist"`, `"reverse_kl"`, `"jsd"`, `"skew_kl"`,
+            `"skew_reverse_kl"`), a `Term` instance (returned as is) or a
+            config dict.
         **kwargs: Constructor arguments used with a string id.
 
     Returns:
@@ -56,5 +67,6 @@ def get(identifier, **kwargs):
     )
 
 
-__all__ = ["DIST", "DKD", "HardLoss", "LogitTerm", "SoftTargets", "Term",
+__all__ = ["DIST", "DKD", "GeneralizedJSD", "HardLoss", "LogitTerm",
+           "ReverseKL", "SkewKL", "SkewReverseKL", "SoftTargets", "Term",
            "get"]

@@ -2,8 +2,8 @@
 
 import keras
 
+from keras_kd.losses import tokens
 from keras_kd.losses.logits import bernoulli_kl
-from keras_kd.losses.logits import soft_target_kl
 from keras_kd.terms.base import LogitTerm
 from keras_kd.utils import validation
 
@@ -16,7 +16,10 @@ class SoftTargets(LogitTerm):
     outputs (binary or multi-label): the mean over the outputs of the
     Bernoulli KL of `sigmoid(t / T)` and `sigmoid(s / T)`, times `T**2`. With
     several teachers their softened probabilities are averaged. It is a
-    response term: `Distiller(alpha=...)` weighs it by `1 - alpha`.
+    response term: `Distiller(alpha=...)` weighs it by `1 - alpha`. It
+    returns one value per position: `(batch_size,)` for classifiers,
+    `(batch_size, sequence)` for `(batch_size, sequence, vocabulary)`
+    logits (term id `"forward_kl"`).
 
     Formula:
 
@@ -33,6 +36,13 @@ class SoftTargets(LogitTerm):
             paper's base temperature is 2). Defaults to `False`.
         weight: Non-negative float. Defaults to `1.0`.
         name: The history key. Defaults to `"soft_loss"`.
+        chunk_size: Positive integer, positions per chunk to bound the
+            memory over a large vocabulary (softmax outputs; see
+            `keras_kd.losses.tokens`), or `None`. Same values and
+            gradients. Defaults to `None`.
+
+    Returns:
+        Float32 tensor, the logits' shape without the last axis.
 
     Example:
 
@@ -48,22 +58,29 @@ class SoftTargets(LogitTerm):
     """
 
     def __init__(self, temperature=None, scale_by_temperature_squared=True,
-                 standardize=False, weight=1.0, name="soft_loss", **kwargs):
+                 standardize=False, weight=1.0, name="soft_loss",
+                 chunk_size=None, **kwargs):
         super().__init__(temperature=temperature, standardize=standardize,
                          weight=weight, name=name, **kwargs)
         self.scale_by_temperature_squared = validation.check_bool(
             "scale_by_temperature_squared", scale_by_temperature_squared
         )
+        self.chunk_size = tokens.check_chunk_size(chunk_size)
 
     def call(self, teacher, student, labels=None):
         teacher, student = self.logits_pair(teacher, student)
-        fn = bernoulli_kl if self.outputs == "sigmoid" else soft_target_kl
-        return fn(teacher, student, self.temperature,
-                  self.scale_by_temperature_squared)
+        if self.outputs == "sigmoid":
+            return bernoulli_kl(teacher, student, self.temperature,
+                                self.scale_by_temperature_squared)
+        # The numbers of `soft_target_kl`, one value per position.
+        return tokens.forward_kl_divergence(
+            teacher, student, self.temperature,
+            self.scale_by_temperature_squared, self.chunk_size)
 
     def get_config(self):
         config = super().get_config()
         config["scale_by_temperature_squared"] = (
             self.scale_by_temperature_squared
         )
+        config["chunk_size"] = self.chunk_size
         return config
