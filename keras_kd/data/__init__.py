@@ -3,12 +3,15 @@
 - `load_dataset`: data already on this machine (bundled digits, `.npz`,
   prepared TensorFlow Datasets).
 - `cache_teacher_outputs` / `TeacherOutputCache`: the teacher's outputs
-  computed once and reused every epoch.
+  computed once and reused every epoch; with `top_k=`, the k largest
+  log-probabilities per token (`keras_kd.data.topk.TopKTeacherCache`, and
+  `keras_kd.data.topk.densify_top_k` to rebuild dense log-probabilities).
 - `teacher_labels` / `densify_top_k`: soft labels, top-k logits and
   pseudo-labels from the teacher.
 - `mix_labeled_unlabeled`: labeled and unlabeled samples in one batch.
 """
 
+from keras_kd.data import topk  # noqa: F401  (keras_kd.data.topk)
 from keras_kd.data.cache import TeacherOutputCache
 from keras_kd.data.cache import cache_teacher_outputs
 from keras_kd.data.mixing import UNLABELED

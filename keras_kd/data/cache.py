@@ -85,6 +85,27 @@ def fingerprint(x, batch_size=4096):
     return result.hexdigest()
 
 
+def check_inputs(cache, x):
+    """Raises unless `x` has the cache's length and fingerprint."""
+    if hasattr(x, "__len__") and hasattr(x, "shape"):
+        n = len(x)
+        if n != cache.num_samples:
+            raise validation.cache_mismatch_error(
+                "the number of samples", cache.num_samples, n
+            )
+    if cache.fingerprint is not None:
+        received = fingerprint(x)
+        if received != cache.fingerprint:
+            raise validation.cache_mismatch_error(
+                "the inputs are not the ones the cache was computed "
+                "on (the fingerprint of all their bytes differs: "
+                "other values, another order, another dtype or "
+                "another number of samples)",
+                cache.fingerprint,
+                received,
+            )
+
+
 def _checksum(array):
     digest = hashlib.new(_HASH)
     for start in range(0, array.shape[0], _CHUNK):
@@ -162,23 +183,7 @@ class TeacherOutputCache:
                 or a missing feature.
         """
         if x is not None:
-            if hasattr(x, "__len__") and hasattr(x, "shape"):
-                n = len(x)
-                if n != self.num_samples:
-                    raise validation.cache_mismatch_error(
-                        "the number of samples", self.num_samples, n
-                    )
-            if self.fingerprint is not None:
-                received = fingerprint(x)
-                if received != self.fingerprint:
-                    raise validation.cache_mismatch_error(
-                        "the inputs are not the ones the cache was computed "
-                        "on (the fingerprint of all their bytes differs: "
-                        "other values, another order, another dtype or "
-                        "another number of samples)",
-                        self.fingerprint,
-                        received,
-                    )
+            check_inputs(self, x)
         if distiller is not None:
             if distiller.num_classes != self.num_classes:
                 raise validation.cache_mismatch_error(
@@ -233,7 +238,7 @@ class TeacherOutputCache:
         return out
 
     def dataset(self, x, y=None, batch_size=32, shuffle=True, seed=None,
-                distiller=None):
+                distiller=None, sample_weight=None):
         """A batched `tf.data.Dataset` of `(x, targets)` for `fit`.
 
         Args:
@@ -244,14 +249,24 @@ class TeacherOutputCache:
             shuffle: Boolean, reshuffle every epoch. Defaults to `True`.
             seed: Optional shuffle seed.
             distiller: Optional Distiller to check the cache against.
+            sample_weight: Optional array of one weight per sample.
 
         Returns:
-            A `tf.data.Dataset`.
+            A `tf.data.Dataset` of `(x, targets)`, or
+            `(x, targets, sample_weight)`.
         """
         import tensorflow as tf
 
         targets = self.targets(y, x=x, distiller=distiller)
-        ds = tf.data.Dataset.from_tensor_slices((x, targets))
+        columns = (x, targets)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)
+            if len(sample_weight) != self.num_samples:
+                raise validation.cache_mismatch_error(
+                    "the number of sample weights", self.num_samples,
+                    len(sample_weight))
+            columns += (sample_weight,)
+        ds = tf.data.Dataset.from_tensor_slices(columns)
         if shuffle:
             ds = ds.shuffle(min(self.num_samples, 100_000), seed=seed,
                             reshuffle_each_iteration=True)
@@ -303,11 +318,19 @@ class TeacherOutputCache:
             verify: Boolean, check the stored arrays' checksums. Defaults to
                 `True`.
 
+        Returns:
+            A `TeacherOutputCache`, or a `keras_kd.data.topk.TopKTeacherCache`
+            for a folder written with `top_k=`.
+
         Raises:
             FileNotFoundError: If `path` holds no keras_kd cache.
             ValueError: If a file is damaged, truncated or was modified.
         """
         path = os.fspath(path)
+        from keras_kd.data import topk
+
+        if io.read_folder_format(path, METADATA) == topk.FORMAT:
+            return topk.TopKTeacherCache.load(path, verify=verify)
         meta = _read_metadata(path)
         files = meta.get("files") or {}
         if _LOGITS not in files:
@@ -331,7 +354,8 @@ def _damaged(folder, file, what):
     )
 
 
-def _read_metadata(path):
+def _read_metadata(path, format_name=FORMAT, keys=("num_samples",
+                                                   "num_classes", "files")):
     file = os.path.join(path, METADATA)
     if not os.path.isfile(file):
         old = os.path.isfile(os.path.join(path, "meta.json"))
@@ -347,10 +371,10 @@ def _read_metadata(path):
     except (ValueError, UnicodeDecodeError) as error:
         raise _damaged(path, METADATA, f"it is not valid JSON ({error})") \
             from None
-    if not isinstance(meta, dict) or meta.get(io.FORMAT_KEY) != FORMAT:
+    if not isinstance(meta, dict) or meta.get(io.FORMAT_KEY) != format_name:
         raise _damaged(path, METADATA,
-                       f"it does not describe a {FORMAT}")
-    for key in ("num_samples", "num_classes", "files"):
+                       f"it does not describe a {format_name}")
+    for key in keys:
         if key not in meta:
             raise _damaged(path, METADATA, f"the key {key!r} is missing")
     return meta
@@ -425,7 +449,8 @@ def _write_metadata(folder, num_samples, num_classes, features, fp, files):
     io.write_json(os.path.join(folder, METADATA), meta, indent=1)
 
 
-def cache_teacher_outputs(model, x, batch_size=256, path=None, verbose=1):
+def cache_teacher_outputs(model, x, batch_size=256, path=None, verbose=1,
+                          top_k=None):
     """Runs the teacher once over `x` and keeps its outputs.
 
     Every input byte is hashed as it streams past (SHA-256; about 0.1 s
@@ -449,9 +474,16 @@ def cache_teacher_outputs(model, x, batch_size=256, path=None, verbose=1):
             a file, the working directory or any other folder is refused
             before the teacher runs.
         verbose: 0 or 1 (a Keras progress bar). Defaults to `1`.
+        top_k: Optional positive integer, at most the vocabulary size. If
+            given, only the `top_k` largest log-probabilities of each
+            position (float16), their indices and the log of the remaining
+            probability mass (float32) are kept, for sequence logits
+            `(num_samples, sequence, vocabulary)` that would not fit densely;
+            see `keras_kd.data.topk`. Defaults to `None` (dense logits).
 
     Returns:
-        A `TeacherOutputCache`.
+        A `TeacherOutputCache`, or a `keras_kd.data.topk.TopKTeacherCache`
+        with `top_k=`.
 
     Example:
 
@@ -462,6 +494,11 @@ def cache_teacher_outputs(model, x, batch_size=256, path=None, verbose=1):
     distiller.fit(x_train, cache.targets(y_train, x=x_train), epochs=50)
     ```
     """
+    if top_k is not None:
+        from keras_kd.data import topk
+
+        return topk.cache_top_k(model, x, top_k, batch_size=batch_size,
+                                path=path, verbose=verbose)
     if path is not None:
         path = io.check_replaceable_folder("path", path, METADATA,
                                            "cache folder")
