@@ -220,8 +220,8 @@ class TokenDivergenceTest(TestCase):
         weights = np.linspace(0.0, 2.0, 10).astype("float32")
 
         def loss(s, chunk):
-            return tokens.reverse_kl_divergence(
-                teacher, s, temperature=3.0, chunk_size=chunk) * weights
+            return keras.ops.multiply(tokens.reverse_kl_divergence(
+                teacher, s, temperature=3.0, chunk_size=chunk), weights)
 
         self.assertAllClose(gradient(lambda s: loss(s, 3), student),
                             gradient(lambda s: loss(s, None), student),
