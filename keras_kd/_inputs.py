@@ -20,8 +20,14 @@ def _to_numpy(value):
         return np.asarray(value)
 
 
-def check_labels(labels, num_classes, outputs, where="y"):
-    """Raises a clear error for labels the Distiller cannot train on."""
+def check_labels(labels, num_classes, outputs, where="y", logits_rank=None):
+    """Raises a clear error for labels the Distiller cannot train on.
+
+    `logits_rank` is the rank of the models' logits when known: 3 for
+    `(batch, sequence, vocabulary)` logits, whose labels are one token id per
+    position, `(num_samples, sequence_length)`, or one-hot rows of the
+    logits' rank.
+    """
     if labels is None or num_classes is None:
         return
     y = _to_numpy(labels)
@@ -37,6 +43,19 @@ def check_labels(labels, num_classes, outputs, where="y"):
     if outputs == "sigmoid":
         _check_sigmoid_labels(y, num_classes, where)
         return
+    if logits_rank is not None and logits_rank > 2:
+        if y.ndim == logits_rank and y.shape[-1] == 1:
+            y = y[..., 0]
+        if y.ndim == logits_rank - 1:
+            _check_ids(y, num_classes, where)
+            return
+        if y.ndim != logits_rank:
+            raise ValueError(
+                f"The labels `{where}` must hold one token id per position of "
+                f"the models' {logits_rank - 1}-d outputs, shape (num_samples, "
+                "sequence_length), or one-hot rows of width "
+                f"{num_classes}. Received: {where}.shape={y.shape}"
+            )
     if y.ndim >= 2 and y.shape[-1] not in (1, num_classes):
         raise ValueError(
             f"The labels `{where}` have rows of width {y.shape[-1]}, but the "
@@ -52,6 +71,10 @@ def check_labels(labels, num_classes, outputs, where="y"):
                 f"row marks an unlabeled sample). Received: min={y.min()}"
             )
         return
+    _check_ids(y, num_classes, where)
+
+
+def _check_ids(y, num_classes, where):
     flat = y.reshape(-1).astype("float64")
     bad = ~np.isfinite(flat) | (flat != np.floor(flat))
     if np.any(bad):
@@ -95,16 +118,25 @@ def _check_sigmoid_labels(y, num_classes, where):
         )
 
 
-def check_sample_weight(sample_weight, num_samples):
+def check_sample_weight(sample_weight, num_samples, logits_rank=None):
+    """Sample weights: one per sample, or one per token of a sequence
+    model (`logits_rank=3`: shape `(num_samples, sequence_length)`, as
+    KerasHub's `CausalLMPreprocessor` returns)."""
     if sample_weight is None:
         return
     w = _to_numpy(sample_weight)
-    if w.ndim == 2 and w.shape[-1] == 1:
-        w = w[:, 0]
-    if w.ndim != 1 or (num_samples is not None and len(w) != num_samples):
+    if w.ndim >= 2 and w.shape[-1] == 1:
+        w = w[..., 0]
+    per_token = logits_rank is not None and logits_rank > 2
+    allowed = (1, logits_rank - 1) if per_token else (1,)
+    if w.ndim not in allowed or (
+            num_samples is not None and len(w) != num_samples):
+        expected = (f"({num_samples},) or one per token, shape "
+                    f"({num_samples}, sequence_length)") if per_token \
+            else f"({num_samples},)"
         raise ValueError(
             "Argument `sample_weight` must hold one weight per sample, shape "
-            f"({num_samples},). Received: sample_weight.shape={w.shape}"
+            f"{expected}. Received: sample_weight.shape={w.shape}"
         )
     # NaN or Inf is left to the step, which makes the loss NaN (documented;
     # `keras.callbacks.TerminateOnNaN` stops there).

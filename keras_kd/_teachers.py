@@ -174,9 +174,29 @@ def to_logits(probabilities, outputs):
     return ops.log(ops.maximum(p, 1e-30))
 
 
-def check_class_counts(names, teachers, student_classes):
+def check_class_counts(names, teachers, student_classes, student_rank=None):
     for name, teacher in zip(names, teachers):
         classes = model_utils.num_classes(teacher)
+        rank = model_utils.output_rank(teacher)
+        if None not in (rank, student_rank) and rank != student_rank:
+            raise ValueError(
+                f"The teacher {name!r} outputs logits of rank {rank} and the "
+                f"student of rank {student_rank}: a term compares them "
+                "position by position, so both must output "
+                "`(batch_size, num_classes)` or both "
+                "`(batch_size, sequence_length, vocabulary_size)`. Received: "
+                f"teacher rank={rank}, student rank={student_rank}"
+            )
+        if None not in (classes, student_classes) and \
+                classes != student_classes and (rank or 2) > 2:
+            raise ValueError(
+                "The teacher and the student must share one vocabulary, but "
+                f"the teacher {name!r} has a vocabulary of {classes} tokens "
+                f"and the student {student_classes}. Build the student with "
+                f"`vocabulary_size={classes}` and the teacher's tokenizer. "
+                f"Received: teacher vocabulary_size={classes}, student "
+                f"vocabulary_size={student_classes}"
+            )
         if None not in (classes, student_classes) and \
                 classes != student_classes:
             raise ValueError(

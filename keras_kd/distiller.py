@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_kd import _inputs
+from keras_kd import _pipeline
 from keras_kd import _teachers
 from keras_kd._steps import BackendSteps
 from keras_kd.losses.logits import is_dense_labels
@@ -124,6 +125,15 @@ class Distiller(BackendSteps, keras.Model):
             logit (or a teacher ending in a sigmoid) as sigmoid outputs:
             binary or multi-label classifiers, distilled with a Bernoulli
             KL per output and binary cross-entropy. Defaults to `"auto"`.
+        preprocessor: `"auto"`, `None`, or a layer mapping a batch of raw
+            inputs to `(x, y, sample_weight)` (a KerasHub preprocessor such
+            as `keras_hub.models.GPT2CausalLMPreprocessor`). `fit` and
+            `evaluate` then take raw inputs (strings) and tokenize them in a
+            `tf.data` pipeline, as a KerasHub task does; teacher and student
+            receive the same token ids, and the padding mask becomes the
+            per-token sample weight. `"auto"` uses the student's
+            `preprocessor` attribute if it has one (KerasHub tasks). Pass
+            `None` to feed token ids yourself. Defaults to `"auto"`.
         name: String, the model name. Defaults to `"distiller"`.
 
     Example:
@@ -156,6 +166,7 @@ class Distiller(BackendSteps, keras.Model):
         terms=None,
         teachers=None,
         outputs="auto",
+        preprocessor="auto",
         name="distiller",
         **kwargs,
     ):
@@ -202,11 +213,19 @@ class Distiller(BackendSteps, keras.Model):
             )
 
         self.num_classes = model_utils.num_classes(student)
-        _teachers.check_class_counts(names, models, self.num_classes)
+        # 2 for a classifier, 3 for `(batch, sequence, vocabulary)` logits.
+        self._output_rank = model_utils.output_rank(student)
+        _teachers.check_class_counts(names, models, self.num_classes,
+                                     self._output_rank)
         self.outputs = _teachers.detect_outputs(
             outputs, models, student, self.num_classes
         )
         self._outputs_arg = outputs
+        # Not tracked: the student already owns its preprocessor.
+        object.__setattr__(self, "_preprocessor",
+                           _pipeline.resolve(preprocessor, student))
+        self._preprocessor_arg = preprocessor if preprocessor in (
+            None, "auto") else "given"
         _teachers.check_student_logits(student, self.outputs)
         self._convert_probabilities = [
             _teachers.converts_probabilities(t, teacher_outputs, self.outputs)
@@ -345,7 +364,8 @@ class Distiller(BackendSteps, keras.Model):
                     f"subclass of your own). Received: {term!r} of type "
                     f"{type(term).__name__}"
                 )
-            term._attach(self.outputs, self._temperature)
+            term._attach(self.outputs, self._temperature,
+                         max(1, (self._output_rank or 2) - 1))
         names = [term.log_name for term in self.terms]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -517,6 +537,14 @@ class Distiller(BackendSteps, keras.Model):
             )
         self.alpha = float(ops.convert_to_numpy(self._alpha))
         self.temperature = float(ops.convert_to_numpy(self._temperature))
+        if self._preprocessor is not None:
+            x = _pipeline.preprocessed(
+                self._preprocessor, x, y, sample_weight, batch_size,
+                shuffle=kwargs.get("shuffle", True))
+            y = sample_weight = batch_size = None
+            validation = kwargs.get("validation_data")
+            if validation is not None:
+                kwargs["validation_data"] = self._raw_to_dataset(validation)
         self._check_fit_inputs(x, y, sample_weight)
         hooks = [t for t in self.terms if hasattr(t, "on_epoch_begin")]
         if hooks:
@@ -524,6 +552,26 @@ class Distiller(BackendSteps, keras.Model):
         return super().fit(x, y, batch_size=batch_size,
                            sample_weight=sample_weight, callbacks=callbacks,
                            **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, sample_weight=None,
+                 **kwargs):
+        """As `keras.Model.evaluate`; raw inputs go through the
+        preprocessor (see `preprocessor`)."""
+        if self._preprocessor is not None:
+            x = _pipeline.preprocessed(self._preprocessor, x, y,
+                                       sample_weight, batch_size)
+            y = sample_weight = batch_size = None
+        return super().evaluate(x, y, batch_size=batch_size,
+                                sample_weight=sample_weight, **kwargs)
+
+    def _raw_to_dataset(self, validation):
+        import tensorflow as tf
+
+        if isinstance(validation, tf.data.Dataset):
+            return _pipeline.preprocessed(self._preprocessor, validation)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
+            tuple(validation))
+        return _pipeline.preprocessed(self._preprocessor, x, y, sample_weight)
 
     def _check_fit_inputs(self, x, y, sample_weight):
         if y is None:
@@ -537,9 +585,10 @@ class Distiller(BackendSteps, keras.Model):
             where = "y"
             n = len(y[LABELS_KEY]) if isinstance(y, dict) and \
                 y.get(LABELS_KEY) is not None else _length(y)
-            _inputs.check_sample_weight(sample_weight, n)
+            _inputs.check_sample_weight(sample_weight, n, self._output_rank)
         labels, _ = self._split_targets(y)
-        _inputs.check_labels(labels, self.num_classes, self.outputs, where)
+        _inputs.check_labels(labels, self.num_classes, self.outputs, where,
+                             self._output_rank)
 
     def export_student(self, path, **kwargs):
         """Writes the student (never the teacher or heads) to `.tflite`.
@@ -585,15 +634,19 @@ class Distiller(BackendSteps, keras.Model):
         )
         logits = student[0]
         batch = ops.shape(logits)[0]
-        if sample_weight is None:
-            weights = ops.ones((batch,), "float32")
+        samples = self._global_sum(ops.cast(batch, "float32"))
+        weights, mask = self._position_weights(logits, labels, sample_weight)
+        labeled = None
+        if len(logits.shape) > 2:
+            # Per token: only the real tokens of the global batch count, so
+            # padding never does and 1 or 2 replicas weigh them the same.
+            count = self._global_sum(ops.sum(mask))
+            if labels is not None:
+                labeled = count
         else:
-            weights = ops.reshape(ops.cast(sample_weight, "float32"), (batch,))
-        count = self._global_sum(ops.cast(batch, "float32"))
-        mask = labeled = None
-        if labels is not None:
-            mask = label_mask(labels, self.num_classes, self.outputs)
-            labeled = self._global_sum(ops.sum(mask))
+            count = samples
+            if labels is not None:
+                labeled = self._global_sum(ops.sum(mask))
         alpha = self._effective_alpha(labeled)
         total = ops.zeros((), "float32")
         terms = {"loss": (None, count)}
@@ -612,13 +665,13 @@ class Distiller(BackendSteps, keras.Model):
                 ), batch)
             else:
                 values = term(t_in, s_in, labels=labels)
-            values = ops.cast(values, "float32")
+            values = _per_position(ops.cast(values, "float32"), weights)
             if term.needs_labels:
                 value = ops.divide_no_nan(
                     ops.sum(weights * mask * values), labeled)
                 terms[term.log_name] = (value, labeled)
             else:
-                value = ops.sum(weights * values) / count
+                value = ops.divide_no_nan(ops.sum(weights * values), count)
                 terms[term.log_name] = (value, count)
             total = total + _term_scale(term, alpha) * value
         regularization = self.student.losses + [
@@ -627,11 +680,44 @@ class Distiller(BackendSteps, keras.Model):
         if regularization:
             # As Keras' `compute_loss`: one share per replica.
             total = total + ops.sum(ops.stack(regularization)) / (
-                count / ops.cast(batch, "float32")
+                samples / ops.cast(batch, "float32")
             )
         total = self._guard_variables(total)
         terms["loss"] = (total, count)
         return total, terms, logits
+
+    def _position_weights(self, logits, labels, sample_weight):
+        """`(weights, mask)` per position: per sample for `(batch, classes)`
+        logits, per token for `(batch, sequence, vocabulary)` logits.
+
+        For a classifier, `weights` are the sample weights and `mask` marks
+        the labeled samples (or is None without labels). Per token, a
+        position is real when its sample weight is positive and its label
+        is not -1 (the padding of KerasHub's preprocessors and Hugging
+        Face's -100 convention); `mask` marks the real tokens and `weights`
+        are zero elsewhere, for every term.
+        """
+        rank = len(logits.shape)
+        positions = ops.shape(logits)[:-1]
+        if sample_weight is None:
+            weights = ops.ones(positions, "float32")
+        else:
+            weights = ops.cast(sample_weight, "float32")
+            if len(weights.shape) == rank:  # A trailing axis of 1.
+                weights = ops.squeeze(weights, axis=-1)
+            if len(weights.shape) < rank - 1 or rank == 2:
+                weights = ops.reshape(
+                    weights, (positions[0],) + (1,) * (rank - 2))
+            weights = ops.broadcast_to(weights, positions)
+        mask = None
+        if labels is not None:
+            mask = label_mask(labels, self.num_classes, self.outputs, rank)
+        if rank == 2:
+            return weights, mask
+        real = ops.cast(weights > 0, "float32")
+        if mask is not None:
+            real = real * mask
+        return weights * real, real
 
     def _gather_labels(self, labels):
         # Integer tensors live on the host under tf.distribute, where
@@ -675,9 +761,13 @@ class Distiller(BackendSteps, keras.Model):
 
     def _update_metrics(self, labels, logits, teacher, sample_weight):
         teacher_logits = [outputs[0] for outputs in teacher]
+        agreement_weight = sample_weight
+        if len(logits.shape) > 2:
+            agreement_weight, _ = self._position_weights(
+                logits, labels, sample_weight)
         self.teacher_agreement_tracker.update_state(
             _agreement(logits, teacher_logits, self.outputs),
-            sample_weight=sample_weight,
+            sample_weight=agreement_weight,
         )
         logs = self.compute_metrics(None, labels, logits, sample_weight)
         if labels is None:
@@ -701,17 +791,16 @@ class Distiller(BackendSteps, keras.Model):
         labels, _ = self._split_targets(y)
         metrics = keras_compat.compile_metrics(self)
         if labels is not None and metrics is not None:
-            mask = label_mask(labels, self.num_classes, self.outputs)
-            weighted = mask
-            if sample_weight is not None:
-                weighted = mask * ops.reshape(
-                    ops.cast(sample_weight, "float32"), ops.shape(mask)
-                )
+            rank = len(y_pred.shape)
+            weighted, mask = self._position_weights(
+                y_pred, labels, sample_weight)
+            if rank == 2:
+                weighted = weighted * mask
             if self.outputs == "sigmoid":
                 y_pred = ops.sigmoid(ops.cast(y_pred, "float32"))
                 safe = ops.reshape(ops.maximum(ops.cast(labels, "float32"),
                                                0.0), ops.shape(y_pred))
-            elif is_dense_labels(labels, self.num_classes):
+            elif is_dense_labels(labels, self.num_classes, logits_rank=rank):
                 safe = labels
             else:
                 safe = ops.where(labels >= 0, labels, ops.zeros_like(labels))
@@ -832,6 +921,8 @@ class Distiller(BackendSteps, keras.Model):
                 for t in self._user_terms
             ],
             "outputs": self._outputs_arg,
+            "preprocessor": _serialize_optional(self._preprocessor)
+            if self._preprocessor_arg == "given" else self._preprocessor_arg,
             "scale_by_temperature_squared": self.scale_by_temperature_squared,
             "teacher_outputs": self.teacher_outputs,
             "teacher_preprocessing": _serialize_optional(
@@ -879,7 +970,7 @@ class Distiller(BackendSteps, keras.Model):
                     "`Distiller(..., save_teacher=True)`."
                 )
         for key in ("student", "teacher_preprocessing",
-                    "student_preprocessing", "augmentation"):
+                    "student_preprocessing", "augmentation", "preprocessor"):
             config[key] = load(config.get(key))
         for key in ("features", "terms"):
             if config.get(key) is not None:
@@ -986,6 +1077,15 @@ def _map(fn, value):
     if isinstance(value, list):
         return [fn(v) for v in value]
     return fn(value)
+
+
+def _per_position(values, weights):
+    """Broadcasts one value per sample to every token of a sequence batch."""
+    extra = len(weights.shape) - len(values.shape)
+    if extra <= 0:
+        return values
+    values = ops.reshape(values, ops.shape(values) + (1,) * extra)
+    return ops.broadcast_to(values, ops.shape(weights))
 
 
 def _term_scale(term, alpha):

@@ -43,6 +43,22 @@ class _Match(Term):
         return bool(getattr(self.loss_fn, "shape_free", False))
 
     def per_sample(self, teacher_features, student_features):
+        axes = self.position_axes
+        if axes > 1 and not self.relational and not self._shape_free and \
+                len(teacher_features.shape) > axes:
+            # Per token: each position's features are one sample of the
+            # loss, so padded tokens can be masked out by the Distiller.
+            positions = ops.shape(teacher_features)[:axes]
+            values = self._per_row(
+                ops.reshape(teacher_features,
+                            (-1,) + tuple(teacher_features.shape[axes:])),
+                ops.reshape(student_features,
+                            (-1,) + tuple(student_features.shape[axes:])),
+            )
+            return ops.reshape(values, positions)
+        return self._per_row(teacher_features, student_features)
+
+    def _per_row(self, teacher_features, student_features):
         values = self.loss_fn.call(
             ops.cast(teacher_features, "float32"),
             ops.cast(student_features, "float32"),

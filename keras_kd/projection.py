@@ -22,7 +22,8 @@ def build_projection(student_shape, teacher_shape, batch_norm=True,
     """Builds the head that maps student features to the teacher's shape.
 
     - Vectors `(batch, d_s)` -> `Dense(d_t)`.
-    - Tokens `(batch, n, d_s)` -> `Dense(d_t)` on each token (`n` must match).
+    - Tokens `(batch, n, d_s)` -> `Dense(d_t)` on each token (`n` must match,
+      or be `None`: sequences of any length).
     - Maps `(batch, h_s, w_s, c_s)` -> average pooling (when `h_s, w_s` are
       multiples of `h_t, w_t`) or bilinear resizing to `(h_t, w_t)`, then a
       1x1 `Conv2D(c_t)` and, if `batch_norm`, `BatchNormalization`.
@@ -55,7 +56,10 @@ def build_projection(student_shape, teacher_shape, batch_norm=True,
             f"feature maps). Received: teacher {_describe(teacher_shape)}, "
             f"student {_describe(student_shape)}"
         )
-    if None in student_shape[1:] or None in teacher_shape[1:]:
+    # Token sequences may have any length: a Dense on each token needs only
+    # the widths.
+    static = slice(-1, None) if rank == 3 else slice(1, None)
+    if None in student_shape[static] or None in teacher_shape[static]:
         raise ValueError(
             "A projection head needs static feature shapes. Received: "
             f"teacher {_describe(teacher_shape)}, student "
@@ -65,7 +69,8 @@ def build_projection(student_shape, teacher_shape, batch_norm=True,
     if rank == 2:
         layers = [keras.layers.Dense(teacher_shape[-1])]
     elif rank == 3:
-        if student_shape[1] != teacher_shape[1]:
+        if None not in (student_shape[1], teacher_shape[1]) and \
+                student_shape[1] != teacher_shape[1]:
             raise ValueError(
                 "Token features must have the same number of tokens. "
                 f"Received: teacher {_describe(teacher_shape)}, student "

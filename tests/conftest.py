@@ -75,6 +75,48 @@ def make_conv_pair(num_classes=10, seed=0):
     return teacher, student
 
 
+def make_token_pair(vocabulary=12, student_vocabulary=None, seed=0):
+    """Token models `(batch, sequence)` ids -> `(batch, sequence, vocab)`
+    logits: a teacher with two hidden layers (`t_hidden2` is 16 wide) and a
+    student with one (`s_hidden`, 8 wide). Tokens do not interact, so the
+    logits of real tokens do not depend on the padding: any change with
+    the padding comes from the loss."""
+    keras.utils.set_random_seed(seed)
+
+    def lm(name, widths, vocab):
+        ids = keras.Input((None,), dtype="int32", name=f"{name}_ids")
+        h = keras.layers.Embedding(vocab, widths[0], name=f"{name}_embed")(ids)
+        for i, width in enumerate(widths):
+            suffix = "" if len(widths) == 1 else str(i + 1)
+            h = keras.layers.Dense(width, activation="tanh",
+                                   name=f"{name}_hidden{suffix}")(h)
+        out = keras.layers.Dense(vocab, name=f"{name}_logits")(h)
+        return keras.Model(ids, out, name=f"{name}_lm")
+
+    teacher = lm("t", (16, 16), vocabulary)
+    student = lm("s", (8,), student_vocabulary or vocabulary)
+    return teacher, student
+
+
+def make_token_data(n=8, length=6, vocabulary=12, seed=0):
+    """Ids, next-token labels and a padding mask of variable lengths.
+
+    Returns `(ids, labels, mask)`: padded positions hold id 0, label 0 and
+    weight 0 (as KerasHub's `CausalLMPreprocessor` gives them); one row has
+    a single real token.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, length + 1, size=(n,))
+    lengths[0] = length
+    lengths[-1] = 1
+    mask = (np.arange(length)[None] < lengths[:, None]).astype("float32")
+    ids = (rng.integers(1, vocabulary, size=(n, length)) * mask).astype(
+        "int32")
+    labels = (rng.integers(1, vocabulary, size=(n, length)) * mask).astype(
+        "int32")
+    return ids, labels, mask
+
+
 def make_data(n=64, features=20, num_classes=10, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, features)).astype("float32")

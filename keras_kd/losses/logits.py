@@ -7,7 +7,6 @@ float32 whatever the dtype of the logits.
 import keras
 from keras import ops
 
-from keras_kd.losses._ops import mean_over_inner_axes as _mean_over_inner_axes
 from keras_kd.losses._ops import to_float32 as _to_float32
 from keras_kd.losses._wrapper import LossFunctionWrapper
 from keras_kd.utils import validation
@@ -42,8 +41,8 @@ def soft_target_kl(
             temperature grows (Hinton et al., section 2). Defaults to `True`.
 
     Returns:
-        Float32 tensor of shape `(batch_size,)`. Extra axes between the batch
-        and the classes (e.g. tokens) are averaged.
+        Float32 tensor of the logits' shape without the last axis: one value
+        per sample, or per token of `(batch, sequence, vocabulary)` logits.
 
     Example:
 
@@ -60,24 +59,30 @@ def soft_target_kl(
     kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
     if scale_by_temperature_squared:
         kl = kl * ops.square(temperature)
-    return _mean_over_inner_axes(kl)
+    return kl
 
 
-def is_dense_labels(labels, num_classes, outputs="softmax"):
+def is_dense_labels(labels, num_classes, outputs="softmax", logits_rank=None):
     """Whether `labels` are one-hot (or soft) rows rather than class ids.
 
     The one place keras_kd decides between sparse and dense labels. Sigmoid
     outputs always take dense labels (one 0/1 value per output); a softmax
     model takes dense labels of shape `(..., num_classes)` (with
-    `num_classes > 1`) and sparse class ids otherwise.
+    `num_classes > 1`) and sparse class ids otherwise. With `logits_rank`
+    (3 for `(batch, sequence, vocabulary)` logits), dense labels must have
+    the logits' rank, so sparse token ids `(batch, sequence)` are never
+    mistaken for one-hot rows when the sequence length equals the
+    vocabulary size.
     """
     if outputs == "sigmoid":
         return True
     shape = tuple(labels.shape)
+    if logits_rank is not None and len(shape) != logits_rank:
+        return False
     return len(shape) >= 2 and shape[-1] == num_classes and num_classes != 1
 
 
-def label_mask(labels, num_classes, outputs="softmax"):
+def label_mask(labels, num_classes, outputs="softmax", logits_rank=None):
     """Marks the samples that carry a label.
 
     The sparse label `-1` (or an all-zero one-hot row) marks an unlabeled
@@ -92,17 +97,20 @@ def label_mask(labels, num_classes, outputs="softmax"):
             output).
         num_classes: Integer, the number of classes (outputs) of the logits.
         outputs: `"softmax"` or `"sigmoid"`. Defaults to `"softmax"`.
+        logits_rank: Optional integer, the rank of the logits (see
+            `is_dense_labels`). Defaults to `None`.
 
     Returns:
-        Float32 tensor of shape `(batch_size,)`: 1 for labeled samples, 0 for
-        unlabeled ones.
+        Float32 tensor of the logits' shape without the last axis
+        (`(batch_size,)` for a classifier, `(batch_size, sequence_length)`
+        per token): 1 for labeled positions, 0 for unlabeled ones.
     """
     if outputs == "sigmoid":
         dense = _to_float32(labels)
         if len(dense.shape) >= 2:
             dense = ops.max(dense, axis=-1)
         return ops.cast(dense != -1.0, "float32")
-    if is_dense_labels(labels, num_classes):
+    if is_dense_labels(labels, num_classes, logits_rank=logits_rank):
         return ops.cast(ops.sum(_to_float32(labels), axis=-1) > 0, "float32")
     sparse = _sparse_labels(labels)
     return ops.cast(sparse != -1, "float32")
@@ -135,7 +143,8 @@ def hard_cross_entropy(labels, logits):
         logits: Tensor of shape `(batch_size, num_classes)`.
 
     Returns:
-        Float32 tensor of shape `(batch_size,)`.
+        Float32 tensor of the logits' shape without the last axis (one value
+        per token for `(batch, sequence, vocabulary)` logits).
 
     Example:
 
@@ -144,7 +153,7 @@ def hard_cross_entropy(labels, logits):
     """
     logits = _to_float32(logits)
     num_classes = logits.shape[-1]
-    if is_dense_labels(labels, num_classes):
+    if is_dense_labels(labels, num_classes, logits_rank=len(logits.shape)):
         return keras.losses.categorical_crossentropy(
             _to_float32(labels), logits, from_logits=True
         )
@@ -229,7 +238,7 @@ def bernoulli_kl(
         scale_by_temperature_squared: Boolean. Defaults to `True`.
 
     Returns:
-        Float32 tensor of shape `(batch_size,)`.
+        Float32 tensor of the logits' shape without the last axis.
 
     Example:
 
@@ -252,7 +261,7 @@ def bernoulli_kl(
     kl = ops.mean(kl, axis=-1)
     if scale_by_temperature_squared:
         kl = kl * ops.square(temperature)
-    return _mean_over_inner_axes(kl)
+    return kl
 
 
 def standardize_logits(logits, epsilon=1e-7):

@@ -30,10 +30,14 @@ class Term(keras.layers.Layer):
 
     Subclass it and implement `call(teacher, student, labels=None)`, which
     returns a float32 tensor of shape `(batch_size,)`: the loss of each
-    sample. The Distiller then computes
-    `sum(sample_weight * values) / count`, where `count` is the number of
+    sample; or, for models with `(batch_size, sequence_length, vocabulary)`
+    logits, `(batch_size, sequence_length)`: the loss of each token (a
+    per-sample value is counted once per real token). The Distiller then
+    computes `sum(weights * values) / count`, where `count` is the number of
     samples of the global batch (or of its labeled samples, for a term with
-    `needs_labels = True`), and adds `weight` times that to the total loss.
+    `needs_labels = True`), or per token the number of real tokens (sample
+    weight above 0, label not -1), and adds `weight` times that to the total
+    loss. Padding never counts.
 
     Declarations (class attributes a subclass may override):
     - `needs_labels`: the term is computed on labeled samples only (masked
@@ -74,7 +78,8 @@ class Term(keras.layers.Layer):
         labels: The batch's labels, or `None` for an unlabeled batch.
 
     Returns:
-        Float32 tensor `(batch_size,)`.
+        Float32 tensor `(batch_size,)`, or `(batch_size, sequence_length)`
+        per token.
 
     Example:
 
@@ -118,6 +123,7 @@ class Term(keras.layers.Layer):
         # temperature variable. Kept out of Keras' tracking.
         object.__setattr__(self, "_outputs", None)
         object.__setattr__(self, "_shared_temperature", None)
+        object.__setattr__(self, "_position_axes", 1)
 
     @property
     def log_name(self):
@@ -129,8 +135,16 @@ class Term(keras.layers.Layer):
         """The output kind of the Distiller: `"softmax"` or `"sigmoid"`."""
         return self._outputs or "softmax"
 
-    def _attach(self, outputs, temperature):
-        """Called by the Distiller: its output kind and temperature."""
+    @property
+    def position_axes(self):
+        """How many leading axes index the positions the Distiller weighs:
+        1 (samples) for classifiers, 2 (batch, sequence) for models with
+        `(batch, sequence, vocabulary)` logits."""
+        return self._position_axes
+
+    def _attach(self, outputs, temperature, position_axes=1):
+        """Called by the Distiller: its output kind, temperature and the
+        number of position axes of its logits."""
         if outputs not in self.supported_outputs:
             raise ValueError(
                 f"The term {self.log_name!r} ({type(self).__name__}) "
@@ -141,6 +155,7 @@ class Term(keras.layers.Layer):
             )
         object.__setattr__(self, "_outputs", outputs)
         object.__setattr__(self, "_shared_temperature", temperature)
+        object.__setattr__(self, "_position_axes", position_axes)
 
     def build_for(self, teacher_shape, student_shape):
         """Called once with the shapes of what the term reads.

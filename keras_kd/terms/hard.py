@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from keras_kd.losses._ops import mean_over_inner_axes
 from keras_kd.losses.logits import binary_cross_entropy
 from keras_kd.losses.logits import hard_cross_entropy
 from keras_kd.losses.logits import is_dense_labels
@@ -66,17 +65,23 @@ class HardLoss(Term):
         # Unlabeled samples get a valid placeholder class and a zero loss,
         # so a user loss never sees an out-of-range label.
         num_classes = student.shape[-1]
-        mask = label_mask(labels, num_classes, self.outputs) > 0
-        if is_dense_labels(labels, num_classes, self.outputs):
-            safe = ops.where(
-                ops.reshape(mask, (-1,) + (1,) * (len(labels.shape) - 1)),
-                labels, ops.zeros_like(labels))
+        rank = len(student.shape)
+        mask = label_mask(labels, num_classes, self.outputs, rank) > 0
+        if is_dense_labels(labels, num_classes, self.outputs, rank):
+            row_mask = mask
+            for _ in range(len(labels.shape) - len(mask.shape)):
+                row_mask = ops.expand_dims(row_mask, -1)
+            safe = ops.where(row_mask, labels, ops.zeros_like(labels))
         else:
-            if len(labels.shape) >= 2 and labels.shape[-1] == 1:
+            if len(labels.shape) >= rank and labels.shape[-1] == 1:
                 labels = ops.squeeze(labels, axis=-1)
             safe = ops.where(mask, labels, ops.zeros_like(labels))
-        values = self._per_sample(safe, ops.cast(student, "float32"))
-        values = mean_over_inner_axes(ops.cast(values, "float32"))
+        values = ops.cast(
+            self._per_sample(safe, ops.cast(student, "float32")), "float32")
+        # One value per position (sample, or token of a sequence).
+        extra = tuple(range(rank - 1, len(values.shape)))
+        if extra:
+            values = ops.mean(values, axis=extra)
         return ops.where(mask, values, ops.zeros_like(values))
 
     def get_config(self):

@@ -39,18 +39,27 @@ def input_shapes(model):
 
 
 def num_classes(model):
-    """Number of logits of the model's output, or None if unknown."""
+    """Size of the last axis of the model's logits (classes, or the
+    vocabulary of a language model), or None if unknown."""
     spec = output_spec(model)
     if spec is None:
         return None
-    if len(spec.shape) != 2:
-        raise NotImplementedError(
+    if len(spec.shape) < 2:
+        raise ValueError(
             f"The model {model.name!r} outputs a tensor of shape "
-            f"{tuple(spec.shape)}; keras_kd distils classifiers whose output "
-            "is `(batch_size, num_classes)` logits. Sequence outputs are not "
-            "supported yet."
+            f"{tuple(spec.shape)}; keras_kd distils models whose output is "
+            "logits of shape `(batch_size, ..., num_classes)`. Give the model "
+            "a last axis of logits (e.g. `keras.layers.Dense(1)` for one "
+            f"output). Received: output shape {tuple(spec.shape)}"
         )
     return spec.shape[-1]
+
+
+def output_rank(model):
+    """Rank of the model's logits (2 for a classifier, 3 for a sequence
+    model), or None if unknown."""
+    spec = output_spec(model)
+    return None if spec is None else len(spec.shape)
 
 
 def last_layer(model):
@@ -160,8 +169,16 @@ def feature_view(model, extra_outputs, name):
     The view shares every layer (and so every weight) with `model`.
     """
     inputs = model.inputs
+    inputs = inputs[0] if len(inputs) == 1 else inputs
+    try:
+        # Keeps the inputs' structure: a dict for KerasHub models.
+        structure = model.input
+    except (AttributeError, ValueError):  # A Sequential model never called.
+        structure = None
+    if isinstance(structure, dict):
+        inputs = structure
     return keras.Model(
-        inputs=inputs[0] if len(inputs) == 1 else inputs,
+        inputs=inputs,
         outputs=[output_spec(model), *extra_outputs],
         name=name,
     )

@@ -8,7 +8,7 @@ before TensorFlow or JAX starts. Usage:
 CONFIG keys: backend ("tensorflow"|"jax"), mode ("single", "mirrored",
 "multi_worker", "data_parallel", "jax_multi_process"), case ("response",
 "feature", "relation", "dkd", "dist", "ls", "teachers", "sigmoid",
-"user"),
+"user", "tokens"),
 sample_weight (bool), unlabeled (bool), and for the
 multi-process modes: process_id, num_processes, coordinator.
 """
@@ -49,9 +49,22 @@ import numpy as np  # noqa: E402
 
 import keras_kd  # noqa: E402
 from tests.conftest import make_conv_pair  # noqa: E402
+from tests.conftest import make_token_data  # noqa: E402
+from tests.conftest import make_token_pair  # noqa: E402
 
 
 def data():
+    if config["case"] == "tokens":
+        # Variable-length sequences: a per-token padding mask (times a
+        # per-sample weight), and labels of -1 where unlabeled. Replica
+        # shards hold different numbers of real tokens.
+        ids, y, mask = make_token_data(n=32, length=7, seed=3)
+        if config.get("unlabeled"):
+            y = np.where(np.arange(7)[None] % 3 == 1, -1, y)
+        w = mask
+        if config.get("sample_weight"):
+            w = mask * np.linspace(0.1, 2.0, 32)[:, None]
+        return ids, y, w.astype("float32")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 16, 16, 3)).astype("float32")
     y = rng.integers(0, 10, size=(32,)).astype("int32")
@@ -109,12 +122,18 @@ def distiller_kwargs(teacher):
     if case == "user":
         return dict(alpha=0.5, terms=[hard, keras_kd.SoftTargets(),
                                       BatchCentredLogits(weight=0.5)])
+    if case == "tokens":
+        return dict(alpha=0.5, features=[keras_kd.FeatureMatch(
+            "t_hidden2", "s_hidden", batch_norm=False)])
     return dict(alpha=0.5, features=features())
 
 
 def build():
     classes = 3 if config["case"] == "sigmoid" else 10
-    teacher, student = make_conv_pair(num_classes=classes, seed=0)
+    if config["case"] == "tokens":
+        teacher, student = make_token_pair(seed=0)
+    else:
+        teacher, student = make_conv_pair(num_classes=classes, seed=0)
     kwargs = distiller_kwargs(teacher)
     if "teachers" in kwargs:
         teacher = None

@@ -35,6 +35,8 @@ CASES = [
     ("teachers", {"sample_weight": True, "unlabeled": True}),
     ("sigmoid", {"unlabeled": True}),
     ("user", {"sample_weight": True, "unlabeled": True}),
+    # Per-token weights and masks of a sequence model.
+    ("tokens", {"sample_weight": True, "unlabeled": True}),
 ]
 TIMEOUT = 300
 # DIST's Pearson correlations sum the global batch in another order under two
