@@ -8,10 +8,12 @@ temperature 1) in float16, their indices (uint16 when the vocabulary has at
 most 65,535 entries, else int32) and the log of the remaining probability
 mass in float32: `4 * k + 4` bytes per token with uint16 indices.
 
-The remaining mass is computed from the full-precision log-probabilities
-(a log-sum-exp over the entries not kept), not recomputed as
-`log(1 - sum(exp(top_k)))` from the float16 values: when the kept entries
-hold nearly all the mass, that difference is mostly float16 rounding.
+The reduction runs in `keras.ops` inside the teacher's compiled forward
+pass (`top_k_log_probs`), batch by batch, so only `k` entries per position
+leave the device and memory stays bounded by one batch. The remaining mass
+is a log-sum-exp over the float32 log-probabilities not kept, not
+`log(1 - sum(exp(top_k)))` of the float16 values: when the kept entries hold
+nearly all the mass, that difference is mostly float16 rounding.
 
 `densify_top_k` rebuilds dense log-probabilities per batch: the stored
 values at their indices and the remaining mass spread uniformly over the
@@ -114,50 +116,42 @@ def _densify_tf(values, indices, tail_log_mass, vocabulary_size):
 
 
 def top_k_log_probs(logits, k):
-    """The top-k log-probabilities of NumPy logits, block by block.
+    """The top-k log-probabilities of logits, in `keras.ops`.
+
+    Runs inside the teacher's compiled forward pass while a cache fills, so
+    only `k` entries per position leave the device.
 
     Args:
-        logits: Array `(..., vocabulary)`.
+        logits: Tensor `(..., vocabulary)`.
         k: Integer in `[1, vocabulary]`.
 
     Returns:
         `(values, indices, tail_log_mass)`: float16 `(..., k)` sorted by
-        decreasing value (ties by index), uint16 or int32 `(..., k)`, and
-        float32 `(...)`, the log of the mass outside the top k computed in
-        float64 (`LOG_PROB_FLOOR` when none is left).
+        decreasing value (ties by index), int32 `(..., k)`, and float32
+        `(...)`, the log of the mass outside the top k as a log-sum-exp of
+        the float32 log-probabilities not kept (`LOG_PROB_FLOOR` when none
+        is left). Values are clipped at `LOG_PROB_FLOOR`.
     """
-    logits = np.asarray(logits)
-    vocab = logits.shape[-1]
-    flat = logits.reshape(-1, vocab)
-    n = flat.shape[0]
-    values = np.empty((n, k), "float16")
-    indices = np.empty((n, k), index_dtype(vocab))
-    tail = np.empty((n,), "float32")
-    step = max(1, _BLOCK // vocab)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        for start in range(0, n, step):
-            lp = flat[start:start + step].astype("float64")
-            lp -= lp.max(-1, keepdims=True)
-            lp -= np.log(np.exp(lp).sum(-1, keepdims=True))
-            if k < vocab:
-                idx = np.argpartition(lp, vocab - k, axis=-1)[:, vocab - k:]
-            else:
-                idx = np.broadcast_to(np.arange(vocab), lp.shape).copy()
-            top = np.take_along_axis(lp, idx, axis=-1)
-            order = np.lexsort((idx, -top), axis=-1)
-            idx = np.take_along_axis(idx, order, axis=-1)
-            top = np.take_along_axis(top, order, axis=-1)
-            np.put_along_axis(lp, idx, -np.inf, axis=-1)
-            peak = lp.max(-1)
-            rest = peak + np.log(np.exp(lp - peak[:, None]).sum(-1))
-            rest = np.where(np.isneginf(peak), -np.inf, rest)
-            stop = start + len(lp)
-            values[start:stop] = np.maximum(top, LOG_PROB_FLOOR)
-            indices[start:stop] = idx
-            tail[start:stop] = np.maximum(rest, LOG_PROB_FLOOR)
-    lead = logits.shape[:-1]
-    return (values.reshape(lead + (k,)), indices.reshape(lead + (k,)),
-            tail.reshape(lead))
+    log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    values, indices = ops.top_k(log_probs, k, sorted=True)
+    indices = ops.cast(indices, "int32")
+    vocab = log_probs.shape[-1]
+    if k < vocab:
+        flat = ops.reshape(log_probs, (-1, vocab))
+        rows = ops.shape(flat)[0]
+        row_ids = ops.repeat(ops.arange(rows, dtype="int32"), k)
+        where = ops.stack([row_ids, ops.reshape(indices, (-1,))], axis=1)
+        rest = ops.scatter_update(
+            flat, where, ops.full_like(ops.reshape(values, (-1,)), -np.inf))
+        peak = ops.max(rest, axis=-1, keepdims=True)
+        peak = ops.where(ops.isfinite(peak), peak, 0.0)
+        tail = ops.squeeze(peak, -1) + ops.log(
+            ops.sum(ops.exp(rest - peak), axis=-1))
+        tail = ops.reshape(tail, ops.shape(values)[:-1])
+    else:
+        tail = ops.full_like(values[..., 0], -np.inf)
+    return (ops.cast(ops.maximum(values, LOG_PROB_FLOOR), "float16"),
+            indices, ops.maximum(tail, LOG_PROB_FLOOR))
 
 
 def index_dtype(vocabulary_size):
@@ -407,13 +401,36 @@ def _check_k(top_k, vocabulary_size):
         )
 
 
+class _TopKOutputs(keras.Model):
+    """The teacher's logits reduced to their top k in the same forward."""
+
+    def __init__(self, teacher, top_k):
+        super().__init__(name="teacher_top_k")
+        self.teacher = teacher
+        self.top_k = top_k
+        self.vocabulary_size = None
+
+    def call(self, x):
+        logits = self.teacher(x)
+        if isinstance(logits, (list, tuple)):
+            logits = logits[0]
+        # Read at trace time; the vocabulary is static.
+        self.vocabulary_size = int(logits.shape[-1])
+        _check_k(self.top_k, self.vocabulary_size)
+        return top_k_log_probs(logits, self.top_k)
+
+
 def cache_top_k(model, x, top_k, batch_size=256, path=None, verbose=1):
     """`cache_teacher_outputs(model, x, top_k=top_k, ...)`; see there."""
     top_k = validation.check_positive_integer("top_k", top_k)
     if path is not None:
         path = io.check_replaceable_folder("path", path, cache_lib.METADATA,
                                            "cache folder")
-    forward, names = cache_lib._teacher_forward(model)
+    from keras_kd.distiller import Distiller
+
+    names = model._cache_keys() if isinstance(model, Distiller) else [
+        "logits"]
+    cache_lib._teacher_forward(model)  # Checks the type of `model`.
     if names != ["logits"]:
         raise NotImplementedError(
             "A top-k cache holds one teacher's logits, but this Distiller's "
@@ -425,15 +442,18 @@ def cache_top_k(model, x, top_k, batch_size=256, path=None, verbose=1):
     if path is not None and total is None:
         total = _batches.count(x)
         batches, _, _ = _batches.iterate(x, batch_size, check=False)
+    teacher = cache_lib._TeacherOutputs(model) if isinstance(
+        model, Distiller) else model
+    reduce = _TopKOutputs(teacher, top_k)
     progbar = keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
     writer = _Writer(path, top_k)
     inputs = cache_lib.Fingerprint()
     try:
         for batch in batches:
             inputs.update(batch)
-            logits = forward(batch)[0]
-            _check_k(top_k, logits.shape[-1])
-            writer.append(logits, total)
+            outputs = reduce.predict_on_batch(batch)
+            writer.append([np.asarray(o) for o in outputs], total,
+                          reduce.vocabulary_size)
             progbar.update(inputs.count)
         return writer.finish(inputs.hexdigest())
     finally:
@@ -455,9 +475,12 @@ class _Writer:
         self.offset = 0
         self.num_classes = None
 
-    def append(self, logits, total):
-        self.num_classes = logits.shape[-1]
-        outputs = top_k_log_probs(logits, self.top_k)
+    def append(self, outputs, total, vocabulary_size):
+        self.num_classes = vocabulary_size
+        values, indices, tail = outputs
+        outputs = (values.astype("float16"),
+                   indices.astype(index_dtype(vocabulary_size)),
+                   tail.astype("float32"))
         if self.path is None:
             self.parts.append(outputs)
             return
