@@ -461,7 +461,7 @@ def cache_top_k(model, x, top_k, batch_size=256, path=None, verbose=1):
 
 
 class _Writer:
-    """Reduces each batch to its top k; keeps it in memory or on disk."""
+    """Keeps the top-k batches in memory or streams them to `.npy` files."""
 
     _FILES = (VALUES, INDICES, TAIL)
 
