@@ -297,6 +297,22 @@ def accuracy(model, xt, yt):
     return float(np.mean(np.argmax(logits, -1) == yt))
 
 
+def teacher_accuracy(teachers, xt, yt, args):
+    """Test accuracy of each teacher, computed once and kept beside the data."""
+    path = os.path.join(os.path.dirname(DATA), "teacher_accuracy.json")
+    known = json.load(open(path)) if os.path.exists(path) else {}
+    result = {}
+    for name, teacher in teachers.items():
+        width = args.teacher_width // (2 if name == "narrow" else 1)
+        key = f"w{width}_e{args.teacher_epochs}_n{args.teacher_images}"
+        if key not in known:
+            known[key] = accuracy(teacher, xt, yt)
+            with open(path, "w") as f:
+                json.dump(known, f)
+        result[name] = known[key]
+    return result
+
+
 def epoch_times(teachers, data, caches, args, rounds=3):
     """Interleaved epoch times: student-only, live KD, cached-view KD."""
     x, y = data
@@ -334,10 +350,11 @@ def table(path=OUTPUT):
     """Prints the markdown table of all rows in `path`."""
     rows = read_rows(path)
     runs = [r for r in rows if r.get("row") != "epoch time"]
-    print("| Method | Test accuracy % (mean ± std) | n | Seconds per run |")
+    print("| Method | Test accuracy % (mean ± std, vs student) | n | "
+          "Seconds per run |")
     print("|---|---|---|---|")
     base = [r["test_accuracy"] for r in runs if r["row"] == "student"]
-    for name in ROWS:
+    for name in ROWS[:-1]:  # "epoch time" has its own table.
         acc = [100 * r["test_accuracy"] for r in runs if r["row"] == name]
         sec = [r["seconds"] for r in runs if r["row"] == name]
         if not acc:
@@ -395,7 +412,7 @@ def main(argv=None):
     if "two teachers" in rows or "teacher" in rows:
         teachers["narrow"] = cached_teacher(
             xtr, ytr, args.teacher_width // 2, args.teacher_epochs, args)[0]
-    teacher_acc = {k: accuracy(t, xt, yt) for k, t in teachers.items()}
+    teacher_acc = teacher_accuracy(teachers, xt, yt, args)
     print(f"teachers: test accuracy {teacher_acc}, params "
           f"{teachers['main'].count_params()} vs student "
           f"{student_model(args.student_width).count_params()}", flush=True)
