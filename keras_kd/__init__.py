@@ -14,6 +14,10 @@ _NAMES = {
     "RelationMatch": "keras_kd.feature_match",
     "DIST": "keras_kd.terms",
     "DKD": "keras_kd.terms",
+    "GeneralizedJSD": "keras_kd.terms",
+    "ReverseKL": "keras_kd.terms",
+    "SkewKL": "keras_kd.terms",
+    "SkewReverseKL": "keras_kd.terms",
     "HardLoss": "keras_kd.terms",
     "LogitTerm": "keras_kd.terms",
     "SoftTargets": "keras_kd.terms",
@@ -56,6 +60,10 @@ if not _started_by_the_command_line():
     from keras_kd.feature_match import RelationMatch  # noqa: E402,F401
     from keras_kd.terms import DIST  # noqa: E402,F401
     from keras_kd.terms import DKD  # noqa: E402,F401
+    from keras_kd.terms import GeneralizedJSD  # noqa: E402,F401
+    from keras_kd.terms import ReverseKL  # noqa: E402,F401
+    from keras_kd.terms import SkewKL  # noqa: E402,F401
+    from keras_kd.terms import SkewReverseKL  # noqa: E402,F401
     from keras_kd.terms import HardLoss  # noqa: E402,F401
     from keras_kd.terms import LogitTerm  # noqa: E402,F401
     from keras_kd.terms import SoftTargets  # noqa: E402,F401
@@ -67,9 +75,13 @@ __all__ = [
     "DKD",
     "Distiller",
     "FeatureMatch",
+    "GeneralizedJSD",
     "HardLoss",
     "LogitTerm",
     "RelationMatch",
+    "ReverseKL",
+    "SkewKL",
+    "SkewReverseKL",
     "SoftTargets",
     "Term",
     "__version__",

@@ -702,13 +702,17 @@ class Distiller(BackendSteps, keras.Model):
         if sample_weight is None:
             weights = ops.ones(positions, "float32")
         else:
-            weights = ops.cast(sample_weight, "float32")
-            if len(weights.shape) == rank:  # A trailing axis of 1.
-                weights = ops.squeeze(weights, axis=-1)
-            if len(weights.shape) < rank - 1 or rank == 2:
-                weights = ops.reshape(
-                    weights, (positions[0],) + (1,) * (rank - 2))
-            weights = ops.broadcast_to(weights, positions)
+            # One weight per sample or per position: (batch, 1) or
+            # (batch, positions) once flat, which broadcasts to every
+            # position. (Under tf.function a retraced step may see the
+            # weights with an unknown rank.)
+            weights = ops.reshape(ops.cast(sample_weight, "float32"),
+                                  (positions[0], -1))
+            size = 1
+            for dim in positions[1:]:
+                size = size * dim
+            weights = ops.reshape(
+                ops.broadcast_to(weights, (positions[0], size)), positions)
         mask = None
         if labels is not None:
             mask = label_mask(labels, self.num_classes, self.outputs, rank)
