@@ -83,6 +83,11 @@ KINDS = (
     ("skew_reverse", "skew_reverse", 0.1),
 )
 
+# One case per code path (the JSD ends run the KL paths), for the slower
+# gradient tests.
+PATHS = tuple(case for case in KINDS if case[0] in (
+    "forward", "reverse", "jsd_0_9", "skew", "skew_reverse"))
+
 
 class TokenDivergenceTest(TestCase):
     @parameterized.named_parameters(*KINDS)
@@ -103,7 +108,7 @@ class TokenDivergenceTest(TestCase):
             self.assertGreater(expected.min(), 1e-3)  # a test that can fail
             self.assertAllClose(values, expected, rtol=1e-5, atol=1e-6)
 
-    @parameterized.named_parameters(*KINDS)
+    @parameterized.named_parameters(*PATHS)
     def test_large_logits_are_finite_and_exact(self, kind, coefficient):
         # Magnitude 100 at T=1: most probabilities underflow to 0 in float32.
         teacher = random(4, 3, 9, scale=100.0, seed=3)
@@ -174,7 +179,7 @@ class TokenDivergenceTest(TestCase):
             tokens.forward_kl_divergence(teacher, student, 4.0),
             losses.soft_target_kl(teacher, student, 4.0))
 
-    @parameterized.named_parameters(*KINDS)
+    @parameterized.named_parameters(*PATHS)
     def test_chunked_equals_unchunked(self, kind, coefficient):
         fn = function(kind, coefficient)
         teacher = random(3, 5, 13, seed=14)
