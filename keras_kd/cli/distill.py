@@ -22,6 +22,10 @@ example:
 """
 
 
+# Logit terms balanced against the label loss by --alpha.
+BALANCED = ("kd", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")
+
+
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "distill", help=HELP, description=DESCRIPTION, epilog=EXAMPLE,
@@ -35,10 +39,11 @@ def add_parser(subparsers):
                        help="weight of the label loss; the soft loss gets "
                        "1 - alpha (--method kd)")
     group.add_argument(
-        "--method", default="kd", choices=("kd", "dkd", "dist"),
-        help="the logit term: kd (Hinton soft targets, balanced by --alpha), "
-        "dkd or dist (added at weight 1 to the label loss, as in their "
-        "papers)")
+        "--method", default="kd", choices=BALANCED + ("dkd", "dist"),
+        help="the logit term: kd (Hinton soft targets), reverse_kl, jsd "
+        "(generalized Jensen-Shannon, beta 0.5), skew_kl or skew_reverse_kl "
+        "(skew 0.1), balanced by --alpha; dkd or dist (added at weight 1 to "
+        "the label loss, as in their papers)")
     group.add_argument(
         "--standardize", action="store_true",
         help="z-score the logits before the logit term (logit "
@@ -92,7 +97,7 @@ def method_arguments(args):
     import keras_kd
 
     term = keras_kd.terms.get(args.method, standardize=args.standardize)
-    if args.method == "kd":
+    if args.method in BALANCED:
         return {"alpha": args.alpha, "terms": [keras_kd.HardLoss(), term]}
     return {"terms": [keras_kd.HardLoss(), term]}
 

@@ -109,6 +109,18 @@ class DistillCommandTest(cli.CommandTestCase):
         self.assertIn("Close matches: ['cosine']", err)
         self.assertEqual(len(err.strip().splitlines()), 1)
 
+    def test_token_divergences_are_methods_balanced_by_alpha(self):
+        from keras_kd.cli import distill
+
+        for method, cls in (("reverse_kl", "ReverseKL"),
+                            ("jsd", "GeneralizedJSD"),
+                            ("skew_kl", "SkewKL"),
+                            ("skew_reverse_kl", "SkewReverseKL")):
+            args = mock.Mock(method=method, standardize=False, alpha=0.3)
+            kwargs = distill.method_arguments(args)
+            self.assertEqual(kwargs["alpha"], 0.3)
+            self.assertEqual(type(kwargs["terms"][1]).__name__, cls)
+
     def test_tfds_name_without_data_dir(self):
         with mock.patch.object(_common, "default_data_dir",
                                return_value=None):

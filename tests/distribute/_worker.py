@@ -6,7 +6,8 @@ before TensorFlow or JAX starts. Usage:
     python _worker.py CONFIG_JSON
 
 CONFIG keys: backend ("tensorflow"|"jax"), mode ("single", "mirrored",
-"multi_worker", "data_parallel", "jax_multi_process"), case ("response",
+"multi_worker", "data_parallel", "model_parallel" (JAX, the "tokens" case),
+"jax_multi_process"), case ("response",
 "feature", "relation", "dkd", "dist", "ls", "teachers", "sigmoid",
 "user", "tokens"),
 sample_weight (bool), unlabeled (bool), and for the
@@ -20,7 +21,8 @@ import sys
 config = json.loads(sys.argv[1])
 os.environ["KERAS_BACKEND"] = config["backend"]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if config["backend"] == "jax" and config["mode"] == "data_parallel":
+if config["backend"] == "jax" and config["mode"] in ("data_parallel",
+                                                     "model_parallel"):
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
@@ -174,6 +176,17 @@ def main():
             # Each process already feeds its own shard (see below).
             distribution.auto_shard_dataset = False
             keras.distribution.set_distribution(distribution)
+        if mode == "model_parallel":
+            # Teacher, student and head weights sharded over 2 devices.
+            mesh = keras.distribution.DeviceMesh(
+                (1, 2), ["batch", "model"], devices=jax.devices())
+            layout_map = keras.distribution.LayoutMap(mesh)
+            layout_map[".*embed.*embeddings"] = (None, "model")
+            layout_map[".*hidden.*kernel"] = (None, "model")
+            layout_map[".*logits.*kernel"] = ("model", None)
+            keras.distribution.set_distribution(
+                keras.distribution.ModelParallel(
+                    layout_map=layout_map, batch_dim_name="batch"))
         if mode == "jax_multi_process":
             # Each process feeds its half of every global batch of 8.
             n, p = config["num_processes"], config["process_id"]
@@ -186,6 +199,11 @@ def main():
         history = d.fit(x, y, sample_weight=w, batch_size=batch_size,
                         epochs=2, shuffle=False, verbose=0)
     weights = [_numpy(v) for v in student.trainable_weights]
+    if mode == "model_parallel":
+        sharded = [v.name for v in student.trainable_weights
+                   if len(v.value.sharding.device_set) > 1
+                   and "model" in str(v.value.sharding.spec)]
+        assert sharded, "no student weight is sharded"
     heads = [_numpy(v) for m in d.features for v in m.trainable_weights]
     logs = {k: float(np.asarray(v[-1]).reshape(-1)[0])
             for k, v in history.history.items()}

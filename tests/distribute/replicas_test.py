@@ -157,6 +157,18 @@ def test_data_parallel_matches_one_device(case):
 
 @pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX distribution.")
+def test_model_parallel_matches_one_device():
+    # A sequence model's embeddings, hidden and logit kernels sharded over 2
+    # devices with `keras.distribution.ModelParallel` and a LayoutMap.
+    name, extra = CASES[-1]
+    base = dict(backend="jax", case=name, **extra)
+    single = run_single(base)
+    sharded = run_worker({**base, "mode": "model_parallel"})
+    assert_same(single, sharded, atol=2e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX distribution.")
 @pytest.mark.parametrize("case", [CASES[1], CASES[4]], ids=_id)
 def test_two_jax_processes_match_one_device(case):
     name, extra = case
