@@ -4,11 +4,13 @@ Error texts about the models given to a Distiller live here, beside the
 checks that raise them.
 """
 
+import contextlib
 import warnings
 
 import keras
 from keras import ops
 
+from keras_kd.utils import keras_compat
 from keras_kd.utils import models as model_utils
 from keras_kd.utils import validation
 
@@ -211,3 +213,51 @@ def check_class_counts(names, teachers, student_classes, student_rank=None):
 def _short(value):
     text = repr(value)
     return text if len(text) < 60 else text[:57] + "..."
+
+
+TEACHER_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_teacher_dtype(value):
+    if value is None:
+        return None
+    if value not in TEACHER_DTYPES:
+        raise ValueError(
+            "Argument `teacher_dtype` must be None (the teacher's own "
+            f"precision) or one of {list(TEACHER_DTYPES)}. Received: "
+            f"teacher_dtype={value!r}"
+        )
+    return value
+
+
+@contextlib.contextmanager
+def computing_in(models, dtype):
+    """Runs the teachers' layers in `dtype` (their weights stay as they
+    are, cast when read, as in Keras mixed precision), and restores every
+    layer's own policy afterwards, so the user's model is left unchanged.
+
+    A traced step records the reduced-precision computation; an eager step
+    switches the policies around each teacher call.
+    """
+    if dtype is None:
+        yield
+        return
+    policy = keras.DTypePolicy(
+        dtype if dtype == "float32" else f"mixed_{dtype}")
+    saved = []
+    seen = set()
+    for model in models:
+        for layer in [model] + list(keras_compat.flatten_layers(model)):
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            own = layer.dtype_policy
+            if getattr(own, "quantization_mode", None) is not None:
+                continue  # A quantized layer keeps its own computation.
+            saved.append((layer, own))
+            layer.dtype_policy = policy
+    try:
+        yield
+    finally:
+        for layer, own in saved:
+            layer.dtype_policy = own

@@ -134,6 +134,13 @@ class Distiller(BackendSteps, keras.Model):
             per-token sample weight. `"auto"` uses the student's
             `preprocessor` attribute if it has one (KerasHub tasks). Pass
             `None` to feed token ids yourself. Defaults to `"auto"`.
+        teacher_dtype: `None`, `"float32"`, `"bfloat16"` or `"float16"`. Runs
+            the frozen teacher in that precision (Keras mixed precision: its
+            weights stay as they are and are cast when read) while the
+            student trains in its own; on accelerators the teacher's forward
+            is often half the step. The teacher's logits are cast to float32
+            before the loss, and the teacher model itself is left with its
+            own policy. Defaults to `None` (the teacher's own precision).
         name: String, the model name. Defaults to `"distiller"`.
 
     Example:
@@ -167,6 +174,7 @@ class Distiller(BackendSteps, keras.Model):
         teachers=None,
         outputs="auto",
         preprocessor="auto",
+        teacher_dtype=None,
         name="distiller",
         **kwargs,
     ):
@@ -221,6 +229,7 @@ class Distiller(BackendSteps, keras.Model):
             outputs, models, student, self.num_classes
         )
         self._outputs_arg = outputs
+        self.teacher_dtype = _teachers.check_teacher_dtype(teacher_dtype)
         # Not tracked: the student already owns its preprocessor.
         object.__setattr__(self, "_preprocessor",
                            _pipeline.resolve(preprocessor, student))
@@ -467,7 +476,12 @@ class Distiller(BackendSteps, keras.Model):
             self._teacher_models, self._teacher_views,
             self._convert_probabilities,
         ):
-            outputs = self._forward(model, view, inputs, training=False)
+            models = [model] if view is None else [model, view]
+            with _teachers.computing_in(models, self.teacher_dtype):
+                outputs = self._forward(model, view, inputs, training=False)
+            if self.teacher_dtype is not None:
+                # Terms see float32, whatever precision the teacher ran in.
+                outputs = [ops.cast(o, "float32") for o in outputs]
             logits = outputs[0]
             if convert:
                 logits = _teachers.to_logits(logits, self.outputs)
@@ -925,6 +939,7 @@ class Distiller(BackendSteps, keras.Model):
                 for t in self._user_terms
             ],
             "outputs": self._outputs_arg,
+            "teacher_dtype": self.teacher_dtype,
             "preprocessor": _serialize_optional(self._preprocessor)
             if self._preprocessor_arg == "given" else self._preprocessor_arg,
             "scale_by_temperature_squared": self.scale_by_temperature_squared,
