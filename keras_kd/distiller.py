@@ -1,42 +1,32 @@
 """The Distiller: a `keras.Model` that trains a student to imitate a teacher."""
 
-import contextvars
 import warnings
 
 import keras
 from keras import ops
 
 from keras_kd import _inputs
+from keras_kd._loss import LABELS_KEY  # noqa: F401  (public keys)
+from keras_kd._loss import TEACHER_FEATURES_KEY
+from keras_kd._loss import TEACHER_LOGITS_KEY
+from keras_kd._loss import LossMixin
+from keras_kd._loss import apply as _apply
+from keras_kd._saving import SavingMixin
+from keras_kd._saving import load_distiller  # noqa: F401  (keras_kd.load_distiller)
 from keras_kd import _pipeline
 from keras_kd import _teachers
 from keras_kd._steps import BackendSteps
-from keras_kd.losses.logits import is_dense_labels
-from keras_kd.losses.logits import label_mask
 from keras_kd.terms.base import Term
 from keras_kd.terms.hard import HardLoss
 from keras_kd.terms.kd import SoftTargets
-from keras_kd.utils import io
 from keras_kd.utils import keras_compat
 from keras_kd.utils import models as model_utils
 from keras_kd.utils import validation
 
-# Set by `load_distiller` so that `from_config` can receive the teacher that
-# was deliberately left out of the saved file.
-_TEACHER_FOR_LOADING = contextvars.ContextVar("keras_kd_teacher", default=None)
-
-# Attributes that lead to the teacher's weights; hidden from the saving walk
-# unless `save_teacher=True` (see `__dir__`).
-_TEACHER_ATTRIBUTES = ("teacher", "teachers", "_teacher_models",
-                       "_teacher_views", "layers")
-
-# Keys of the target dict that carries cached teacher outputs.
-LABELS_KEY = "labels"
-TEACHER_LOGITS_KEY = "teacher_logits"
-TEACHER_FEATURES_KEY = "teacher_features"
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class Distiller(BackendSteps, keras.Model):
+class Distiller(LossMixin, SavingMixin, BackendSteps, keras.Model):
     """Trains a student model to imitate a frozen teacher with `fit`.
 
     The loss of a batch is a weighted sum of distillation terms
@@ -49,10 +39,12 @@ class Distiller(BackendSteps, keras.Model):
     soft = temperature**2 * KL(softmax(teacher / T) || softmax(student / T))
     ```
 
-    Every term returns one value per sample; the Distiller weighs them by
+    Every term returns one value per sample (per token, for
+    `(batch, sequence, vocabulary)` logits); the Distiller weighs them by
     the sample weights and averages them over the samples of the global
-    batch (label terms over its labeled samples), the same way for the
-    built-in terms and a user's own.
+    batch (label terms over its labeled samples), or over its real tokens
+    (padding never counts), the same way for the built-in terms and a
+    user's own.
 
     The teacher runs once per step with `training=False`, outside the
     gradient computation, and is never updated. The student runs once per
@@ -67,7 +59,9 @@ class Distiller(BackendSteps, keras.Model):
     batch without any label uses the soft loss at full weight. `y` may also be
     a dict `{"labels": ..., "teacher_logits": ..., "teacher_features": {...}}`
     carrying cached teacher outputs (see `keras_kd.data`); the teacher is then
-    skipped for that batch.
+    skipped for that batch. For sequence models, labels hold one token id
+    per position and `sample_weight` may be `(batch, sequence)` (a padding
+    mask); a position with weight 0 or label -1 counts for no term.
 
     NaN or Inf in a batch is not hidden: the loss becomes NaN, the weights are
     updated with NaN gradients as in any Keras model, and
@@ -619,428 +613,6 @@ class Distiller(BackendSteps, keras.Model):
         inputs = _apply(self.student_preprocessing, inputs)
         return self.student(inputs, training=training)
 
-    # ------------------------------------------------------------------
-    # Loss.
-
-    def _split_targets(self, y):
-        """Returns `(labels, cached_teacher_outputs)` from the target `y`."""
-        if isinstance(y, dict) and TEACHER_LOGITS_KEY in y:
-            return y.get(LABELS_KEY), y
-        if isinstance(y, dict):
-            raise ValueError(
-                "A dict target must hold the key 'teacher_logits' (cached "
-                "teacher outputs, see `keras_kd.data`). Received keys: "
-                f"{sorted(y)}"
-            )
-        return y, None
-
-    def _distillation_loss(self, x, labels, sample_weight, teacher, training):
-        """Total loss, the logged terms and the student logits of a batch.
-
-        Every term is `sum over this replica / count over all replicas`, so
-        the gradients summed over replicas equal those of one device. The
-        loop is the same for every term; what differs comes from the term's
-        declarations (`needs_labels`, `relational`, `response`).
-        """
-        inputs = _apply(self.student_preprocessing, x)
-        student = self._forward(
-            self.student, self._student_view, inputs, training=training
-        )
-        logits = student[0]
-        batch = ops.shape(logits)[0]
-        samples = self._global_sum(ops.cast(batch, "float32"))
-        weights, mask = self._position_weights(logits, labels, sample_weight)
-        labeled = None
-        if len(logits.shape) > 2:
-            # Per token: only the real tokens of the global batch count, so
-            # padding never does and 1 or 2 replicas weigh them the same.
-            count = self._global_sum(ops.sum(mask))
-            if labels is not None:
-                labeled = count
-        else:
-            count = samples
-            if labels is not None:
-                labeled = self._global_sum(ops.sum(mask))
-        alpha = self._effective_alpha(labeled)
-        total = ops.zeros((), "float32")
-        terms = {"loss": (None, count)}
-        for term, (t_read, s_index) in zip(self.terms, self._reads):
-            if term.needs_labels and labels is None:
-                continue
-            t_in = _select(teacher, t_read)
-            s_in = student[s_index]
-            if term.relational:
-                # Relations span the global batch: gather it from every
-                # replica, keep this replica's rows.
-                gather = self._gather_batch
-                values = self._local_rows(term(
-                    _map(gather, t_in), gather(s_in),
-                    labels=self._gather_labels(labels),
-                ), batch)
-            else:
-                values = term(t_in, s_in, labels=labels)
-            values = _per_position(ops.cast(values, "float32"), weights)
-            if term.needs_labels:
-                value = ops.divide_no_nan(
-                    ops.sum(weights * mask * values), labeled)
-                terms[term.log_name] = (value, labeled)
-            else:
-                value = ops.divide_no_nan(ops.sum(weights * values), count)
-                terms[term.log_name] = (value, count)
-            total = total + _term_scale(term, alpha) * value
-        regularization = self.student.losses + [
-            loss for term in self.terms for loss in term.losses
-        ]
-        if regularization:
-            # As Keras' `compute_loss`: one share per replica.
-            total = total + ops.sum(ops.stack(regularization)) / (
-                samples / ops.cast(batch, "float32")
-            )
-        total = self._guard_variables(total)
-        terms["loss"] = (total, count)
-        return total, terms, logits
-
-    def _position_weights(self, logits, labels, sample_weight):
-        """`(weights, mask)` per position: per sample for `(batch, classes)`
-        logits, per token for `(batch, sequence, vocabulary)` logits.
-
-        For a classifier, `weights` are the sample weights and `mask` marks
-        the labeled samples (or is None without labels). Per token, a
-        position is real when its sample weight is positive and its label
-        is not -1 (the padding of KerasHub's preprocessors and Hugging
-        Face's -100 convention); `mask` marks the real tokens and `weights`
-        are zero elsewhere, for every term.
-        """
-        rank = len(logits.shape)
-        positions = ops.shape(logits)[:-1]
-        if sample_weight is None:
-            weights = ops.ones(positions, "float32")
-        else:
-            # One weight per sample or per position: (batch, 1) or
-            # (batch, positions) once flat, which broadcasts to every
-            # position. (Under tf.function a retraced step may see the
-            # weights with an unknown rank.)
-            weights = ops.reshape(ops.cast(sample_weight, "float32"),
-                                  (positions[0], -1))
-            size = 1
-            for dim in positions[1:]:
-                size = size * dim
-            weights = ops.reshape(
-                ops.broadcast_to(weights, (positions[0], size)), positions)
-        mask = None
-        if labels is not None:
-            mask = label_mask(labels, self.num_classes, self.outputs, rank)
-        if rank == 2:
-            return weights, mask
-        real = ops.cast(weights > 0, "float32")
-        if mask is not None:
-            real = real * mask
-        return weights * real, real
-
-    def _gather_labels(self, labels):
-        # Integer tensors live on the host under tf.distribute, where
-        # `all_gather` has no destination: gather them as float32.
-        if labels is None:
-            return None
-        gathered = self._gather_batch(ops.cast(labels, "float32"))
-        return ops.cast(gathered, labels.dtype)
-
-    def _effective_alpha(self, labeled):
-        """`alpha`, 0 for a batch without labels, None when unbalanced."""
-        if not self._balanced:
-            return None
-        if labeled is None:
-            return ops.zeros((), "float32")
-        alpha = ops.cast(self._alpha, "float32")
-        return ops.where(labeled > 0, alpha, ops.zeros_like(alpha))
-
-    def _guard_variables(self, total):
-        # `alpha.assign(5)` or `temperature.assign(-3)` bypass the setters'
-        # checks; inside a traced step the loss then becomes NaN (and
-        # `fit` refuses such values before it starts).
-        alpha = ops.cast(self._alpha, "float32")
-        temperature = ops.cast(self._temperature, "float32")
-        valid = ops.logical_and(
-            ops.logical_and(alpha >= 0.0, alpha <= 1.0), temperature > 0.0
-        )
-        return ops.where(valid, total, ops.full_like(total, float("nan")))
-
-    def _update_loss_trackers(self, loss, terms):
-        # Each logged value is the global (all-replica) value, weighted by
-        # its count, so a Mean over replicas and batches is exact.
-        _, count = terms["loss"]
-        keras_compat.loss_tracker(self).update_state(
-            self._global_sum(loss), sample_weight=count
-        )
-        for term, tracker in zip(self.terms, self.term_trackers):
-            if term.log_name in terms:
-                value, n = terms[term.log_name]
-                tracker.update_state(self._global_sum(value), sample_weight=n)
-
-    def _update_metrics(self, labels, logits, teacher, sample_weight):
-        teacher_logits = [outputs[0] for outputs in teacher]
-        agreement_weight = sample_weight
-        if len(logits.shape) > 2:
-            agreement_weight, _ = self._position_weights(
-                logits, labels, sample_weight)
-        self.teacher_agreement_tracker.update_state(
-            _agreement(logits, teacher_logits, self.outputs),
-            sample_weight=agreement_weight,
-        )
-        logs = self.compute_metrics(None, labels, logits, sample_weight)
-        if labels is None:
-            # Without labels the label metrics saw nothing: leave them out of
-            # the logs rather than report a misleading 0.
-            unlabeled = {t.log_name for t in self.terms if t.needs_labels}
-            container = keras_compat.compile_metrics(self)
-            if container is not None:
-                unlabeled.update(m.name for m in container.metrics)
-            logs = {k: v for k, v in logs.items() if k not in unlabeled}
-        return logs
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Updates the compiled metrics on the labeled samples only.
-
-        `metrics` stay unweighted and `weighted_metrics` use the sample
-        weights, as in Keras; unlabeled samples are left out of both. For
-        sigmoid outputs the metrics see `sigmoid(logits)`, so Keras'
-        thresholds at 0.5 apply.
-        """
-        labels, _ = self._split_targets(y)
-        metrics = keras_compat.compile_metrics(self)
-        if labels is not None and metrics is not None:
-            rank = len(y_pred.shape)
-            weighted, mask = self._position_weights(
-                y_pred, labels, sample_weight)
-            if rank == 2:
-                weighted = weighted * mask
-            if self.outputs == "sigmoid":
-                y_pred = ops.sigmoid(ops.cast(y_pred, "float32"))
-                safe = ops.reshape(ops.maximum(ops.cast(labels, "float32"),
-                                               0.0), ops.shape(y_pred))
-            elif is_dense_labels(labels, self.num_classes, logits_rank=rank):
-                safe = labels
-            else:
-                safe = ops.where(labels >= 0, labels, ops.zeros_like(labels))
-            if not metrics.built:
-                metrics.build(safe, y_pred)
-            unweighted, weighted_metrics = keras_compat.flat_metrics(metrics)
-            # Keras' CompileMetrics gives unweighted metrics no weights at
-            # all, so each list is updated here with its own weights.
-            for group, weights in (
-                (unweighted, mask),
-                (weighted_metrics, weighted),
-            ):
-                for metric in group:
-                    if metric is not None:
-                        metric.update_state(safe, y_pred, sample_weight=weights)
-        return self.get_metrics_result()
-
-    # ------------------------------------------------------------------
-    # Compile, save and load.
-
-    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
-        """Configures the Distiller for training.
-
-        Args:
-            optimizer: Optimizer or its string id. Defaults to `"adam"`.
-            loss: The hard (label) loss of the label terms
-                (`keras_kd.HardLoss`). `None` (default) is cross-entropy from
-                logits: softmax cross-entropy with sparse or one-hot labels,
-                decided by the label shape, or binary cross-entropy for
-                sigmoid outputs. The Keras ids `"sparse_categorical_crossentropy"` and
-                `"categorical_crossentropy"` also mean "from logits" here.
-                Any other Keras loss works per sample.
-            metrics: Metrics of the student's logits against the labels, e.g.
-                `["accuracy"]`. They skip unlabeled samples.
-            **kwargs: Other `keras.Model.compile` arguments.
-        """
-        for term in self.terms:
-            if hasattr(term, "set_label_loss"):
-                term.set_label_loss(loss)
-        if metrics is not None and not isinstance(metrics, (list, tuple)):
-            metrics = [metrics]
-        super().compile(optimizer=optimizer, loss=None, metrics=metrics,
-                        **kwargs)
-        if self._student_uses_float16() and not isinstance(
-            self.optimizer, keras.optimizers.LossScaleOptimizer
-        ):
-            # Keras wraps the optimizer only when the Distiller's own policy
-            # is mixed_float16; a float16 student needs loss scaling anyway.
-            self.optimizer = keras.optimizers.LossScaleOptimizer(
-                self.optimizer
-            )
-        # Built now, so a Distiller saved before `fit` reloads its optimizer.
-        self.optimizer.build(self.trainable_variables)
-        self._hard_loss_arg = loss
-
-    def get_compile_config(self):
-        config = super().get_compile_config()
-        if config:
-            config["loss"] = keras.saving.serialize_keras_object(
-                getattr(self, "_hard_loss_arg", None)
-            )
-        return config
-
-    def _student_uses_float16(self):
-        return any(
-            layer.dtype_policy.compute_dtype == "float16"
-            for layer in keras_compat.flatten_layers(self.student)
-        )
-
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.optimizer is not None and self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    def save(self, filepath, overwrite=True, **kwargs):
-        """As `keras.Model.save`, written atomically: a failed save leaves
-        the previous file intact. The teacher is left out unless
-        `save_teacher=True` (see `keras_kd.load_distiller`)."""
-        return io.atomic_keras_save(self, filepath, overwrite=overwrite,
-                                    **kwargs)
-
-    def __dir__(self):
-        # Keras' saving walk visits the attributes in `dir(model)`, `layers`
-        # included (a list that holds the teacher). Leaving those out keeps
-        # the teacher's weights out of the file unless `save_teacher=True`;
-        # the student, the heads and the rest are saved through their own
-        # attributes.
-        names = super().__dir__()
-        if getattr(self, "save_teacher", True):
-            return names
-        return [n for n in names if n not in _TEACHER_ATTRIBUTES]
-
-    def get_config(self):
-        teachers = []
-        for model, path in zip(self._teacher_models, self._teacher_paths):
-            if self.save_teacher:
-                teachers.append(keras.saving.serialize_keras_object(model))
-            else:
-                teachers.append(path)
-        if self._several_teachers:
-            teacher, teachers = None, dict(zip(self.teacher_names, teachers))
-        else:
-            teacher, teachers = teachers[0], None
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "teacher": teacher,
-            "teachers": teachers,
-            "student": keras.saving.serialize_keras_object(self.student),
-            "alpha": self._alpha_given,
-            "temperature": self._initial_temperature,
-            "features": [
-                keras.saving.serialize_keras_object(m) for m in self.features
-            ],
-            "terms": None if self._user_terms is None else [
-                keras.saving.serialize_keras_object(t)
-                for t in self._user_terms
-            ],
-            "outputs": self._outputs_arg,
-            "teacher_dtype": self.teacher_dtype,
-            "preprocessor": _serialize_optional(self._preprocessor)
-            if self._preprocessor_arg == "given" else self._preprocessor_arg,
-            "scale_by_temperature_squared": self.scale_by_temperature_squared,
-            "teacher_outputs": self.teacher_outputs,
-            "teacher_preprocessing": _serialize_optional(
-                self.teacher_preprocessing
-            ),
-            "student_preprocessing": _serialize_optional(
-                self.student_preprocessing
-            ),
-            "augmentation": _serialize_optional(self.augmentation),
-            "save_teacher": self.save_teacher,
-        }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = config.copy()
-
-        def load(value):
-            if isinstance(value, dict) and "class_name" in value:
-                return keras.saving.deserialize_keras_object(
-                    value, custom_objects=custom_objects)
-            return value
-
-        override = _TEACHER_FOR_LOADING.get()
-        if override is not None:
-            config["teacher"], config["teachers"] = None, None
-            key = "teachers" if isinstance(override, (list, tuple, dict)) \
-                else "teacher"
-            config[key] = override
-        else:
-            config["teacher"] = load(config.get("teacher"))
-            teachers = config.get("teachers")
-            if isinstance(teachers, dict):
-                teachers = {k: load(v) for k, v in teachers.items()}
-            config["teachers"] = teachers
-            missing = config["teacher"] is None and (
-                teachers is None or any(v is None for v in teachers.values()))
-            if missing:
-                raise ValueError(
-                    "This Distiller was saved without its teacher (the "
-                    "default, so the file holds only the student, the heads "
-                    "and the training state). Load it with "
-                    "`keras_kd.load_distiller(path, teacher=teacher)`, where "
-                    "`teacher` is the teacher model or the path of its "
-                    "`.keras` file; or save with "
-                    "`Distiller(..., save_teacher=True)`."
-                )
-        for key in ("student", "teacher_preprocessing",
-                    "student_preprocessing", "augmentation", "preprocessor"):
-            config[key] = load(config.get(key))
-        for key in ("features", "terms"):
-            if config.get(key) is not None:
-                config[key] = [load(m) for m in config[key]]
-        return cls(**config)
-
-
-def load_distiller(path, teacher=None, custom_objects=None, compile=True):
-    """Loads a Distiller saved with `distiller.save(path)`.
-
-    Args:
-        path: Path of the `.keras` file.
-        teacher: The teacher: a `keras.Model`, or the path of its `.keras`
-            file (a list or dict of them for several teachers). Needed when the Distiller was saved without its teacher
-            (the default); overrides a saved teacher otherwise.
-        custom_objects: As in `keras.saving.load_model`.
-        compile: Boolean, restore the compiled state (optimizer included) so
-            `fit` resumes where it stopped. Defaults to `True`.
-
-    Returns:
-        The `Distiller`, with the student, the heads, `alpha`,
-        `temperature` and the optimizer state restored.
-
-    Example:
-
-    ```python
-    distiller.save("run.keras")
-    distiller = keras_kd.load_distiller("run.keras", teacher=teacher)
-    distiller.fit(x, y, epochs=5)  # resumes
-    ```
-    """
-    io.check_keras_file("path", path)
-    token = _TEACHER_FOR_LOADING.set(teacher)
-    try:
-        return keras.saving.load_model(
-            path, custom_objects=custom_objects, compile=compile
-        )
-    finally:
-        _TEACHER_FOR_LOADING.reset(token)
-
-
-def _apply(preprocessing, inputs):
-    return inputs if preprocessing is None else preprocessing(inputs)
-
-
-def _serialize_optional(obj):
-    if obj is None:
-        return None
-    return keras.saving.serialize_keras_object(obj)
-
-
 def _shapes_compatible(a, b):
     if len(a) != len(b):
         return False
@@ -1078,59 +650,6 @@ def _tap_shape(model, taps, index):
 
 def _tensor_layer_name(tensor):
     return keras_compat.producing_operation(tensor).name
-
-
-def _select(teacher, read):
-    """What a term reads from the teachers' outputs (see `_teacher_read`)."""
-    if read is None:
-        return None
-    if isinstance(read, list):
-        return [teacher[i][j] for i, j in read]
-    i, j = read
-    return teacher[i][j]
-
-
-def _map(fn, value):
-    if value is None:
-        return None
-    if isinstance(value, list):
-        return [fn(v) for v in value]
-    return fn(value)
-
-
-def _per_position(values, weights):
-    """Broadcasts one value per sample to every token of a sequence batch."""
-    extra = len(weights.shape) - len(values.shape)
-    if extra <= 0:
-        return values
-    values = ops.reshape(values, ops.shape(values) + (1,) * extra)
-    return ops.broadcast_to(values, ops.shape(weights))
-
-
-def _term_scale(term, alpha):
-    """The weight of a term: its own, times `alpha` for label terms and
-    `1 - alpha` for response terms when the Distiller balances them."""
-    if alpha is None:
-        return term.weight
-    if term.needs_labels:
-        return term.weight * alpha
-    if term.response:
-        return term.weight * (1.0 - alpha)
-    return term.weight
-
-
-def _agreement(logits, teacher_logits, outputs):
-    """Per sample: does the student decide as the (ensembled) teachers?"""
-    logits = ops.cast(logits, "float32")
-    if outputs == "sigmoid":
-        p_t = sum(ops.sigmoid(t) for t in teacher_logits) / len(
-            teacher_logits)
-        same = ops.cast((logits > 0) == (p_t > 0.5), "float32")
-        return ops.mean(same, axis=-1)
-    p_t = sum(ops.softmax(t, axis=-1) for t in teacher_logits)
-    return ops.cast(
-        ops.argmax(logits, axis=-1) == ops.argmax(p_t, axis=-1), "float32"
-    )
 
 
 def _length(data):

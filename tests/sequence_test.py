@@ -125,6 +125,28 @@ class TokenLossTest(TestCase):
         for key in ("loss", "hard_loss", "soft_loss"):
             self.assertAllClose(by_weight[key], by_label[key], rtol=1e-6)
 
+    def test_keras_mask_of_the_logits_masks_padding(self):
+        # `Embedding(mask_zero=True)`: id 0 is padding, and the mask reaches
+        # the logits through the Dense layers.
+        keras.utils.set_random_seed(0)
+
+        def lm(width):
+            ids = keras.Input((None,), dtype="int32")
+            h = keras.layers.Embedding(12, width, mask_zero=True)(ids)
+            return keras.Model(ids, keras.layers.Dense(12)(
+                keras.layers.Dense(width, activation="tanh")(h)))
+
+        teacher, student = lm(16), lm(8)
+        ids, labels, mask = make_token_data()
+        d = _distiller(teacher, student)
+        by_mask = d.evaluate(ids, labels, batch_size=8, verbose=0,
+                             return_dict=True)
+        by_weight = d.evaluate(ids, labels, sample_weight=mask, batch_size=8,
+                               verbose=0, return_dict=True)
+        for key in ("loss", "hard_loss", "soft_loss", "teacher_agreement"):
+            self.assertAllClose(by_mask[key], by_weight[key], rtol=1e-6,
+                                msg=key)
+
     def test_row_without_tokens_adds_nothing(self):
         teacher, student = make_token_pair()
         ids, labels, mask = make_token_data()

@@ -10,6 +10,7 @@ gradients as one device.
 import keras
 import tensorflow as tf
 
+from keras_kd._loss import metric_weights
 from keras_kd.utils import keras_compat
 
 
@@ -77,7 +78,7 @@ class TensorFlowSteps:
         self._update_loss_trackers(loss, terms)
         return self._multi_worker_logs(
             self._update_metrics(labels, student_logits, teacher,
-                                 sample_weight)
+                                 metric_weights(terms, sample_weight))
         )
 
     def test_step(self, data):
@@ -90,7 +91,7 @@ class TensorFlowSteps:
         self._update_loss_trackers(loss, terms)
         return self._multi_worker_logs(
             self._update_metrics(labels, student_logits, teacher,
-                                 sample_weight)
+                                 metric_weights(terms, sample_weight))
         )
 
     def _multi_worker_logs(self, logs):

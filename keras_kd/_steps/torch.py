@@ -16,6 +16,7 @@ import warnings
 import keras
 import torch
 
+from keras_kd._loss import metric_weights
 from keras_kd._steps._local import WholeBatch
 
 
@@ -67,7 +68,8 @@ class TorchSteps(WholeBatch):
             warnings.warn("The model does not have any trainable weights.")
 
         return self._update_metrics(
-            labels, student_logits, teacher, sample_weight
+            labels, student_logits, teacher,
+            metric_weights(terms, sample_weight)
         )
 
     def test_step(self, data):
@@ -80,5 +82,6 @@ class TorchSteps(WholeBatch):
         )
         self._update_loss_trackers(loss, terms)
         return self._update_metrics(
-            labels, student_logits, teacher, sample_weight
+            labels, student_logits, teacher,
+            metric_weights(terms, sample_weight)
         )

@@ -52,3 +52,11 @@ def distribute_strategy(model):
 # of that name (keras-team/keras#20585); the test checks it still exists and
 # still takes `iterator` and `data_batch`.
 OVERRIDDEN_TRAINER_METHODS = ("_maybe_symbolic_build",)
+
+
+def keras_mask(tensor):
+    """The Keras mask attached to a tensor (`Embedding(mask_zero=True)`
+    and the layers that propagate it), or None."""
+    from keras.src.backend.common.masking import get_keras_mask
+
+    return get_keras_mask(tensor)

@@ -26,6 +26,16 @@ class KerasCompatTest(TestCase):
         self.assertIn("inner", names)
         self.assertNotIn("model", names)
 
+    def test_keras_mask_of_an_embedding_with_mask_zero(self):
+        ids = keras.Input((None,), dtype="int32")
+        h = keras.layers.Embedding(5, 3, mask_zero=True)(ids)
+        model = keras.Model(ids, keras.layers.Dense(4)(h))
+        out = model(np.array([[1, 2, 0]], "int32"))
+        mask = keras_compat.keras_mask(out)
+        self.assertIsNotNone(mask)
+        self.assertAllEqual(mask, [[True, True, False]])
+        self.assertIsNone(keras_compat.keras_mask(keras.ops.ones((2,))))
+
     def test_producing_operation(self):
         model = small_model()
         self.assertIs(keras_compat.producing_operation(
