@@ -89,7 +89,9 @@ class PublicAPITest(TestCase):
     def test_data(self):
         self.assertEqual(
             sorted(keras_kd.data.__all__),
-            ["TeacherOutputCache", "UNLABELED", "cache_teacher_outputs",
+            ["RandomCropFlip", "TeacherOutputCache", "TeacherViewCache",
+             "TopKTeacherCache", "UNLABELED", "ViewAugmentation",
+             "cache_teacher_outputs", "cache_teacher_views",
              "densify_top_k", "load_dataset", "mix_labeled_unlabeled",
              "teacher_labels"],
         )

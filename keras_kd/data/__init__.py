@@ -6,6 +6,9 @@
   computed once and reused every epoch; with `top_k=`, the k largest
   log-probabilities per token (`keras_kd.data.topk.TopKTeacherCache`, and
   `keras_kd.data.topk.densify_top_k` to rebuild dense log-probabilities).
+- `cache_teacher_views` / `TeacherViewCache`: the teacher's outputs for K
+  fixed augmented views of each image (`RandomCropFlip`), so training with
+  augmentation can skip the teacher: each epoch shows another stored view.
 - `teacher_labels` / `densify_top_k`: soft labels, top-k logits and
   pseudo-labels from the teacher.
 - `mix_labeled_unlabeled`: labeled and unlabeled samples in one batch.
@@ -19,11 +22,21 @@ from keras_kd.data.mixing import mix_labeled_unlabeled
 from keras_kd.data.sources import load_dataset
 from keras_kd.data.teacher_labels import densify_top_k
 from keras_kd.data.teacher_labels import teacher_labels
+from keras_kd.data.topk import TopKTeacherCache
+from keras_kd.data.views import RandomCropFlip
+from keras_kd.data.views import TeacherViewCache
+from keras_kd.data.views import ViewAugmentation
+from keras_kd.data.views import cache_teacher_views
 
 __all__ = [
     "UNLABELED",
+    "RandomCropFlip",
     "TeacherOutputCache",
+    "TeacherViewCache",
+    "TopKTeacherCache",
+    "ViewAugmentation",
     "cache_teacher_outputs",
+    "cache_teacher_views",
     "densify_top_k",
     "load_dataset",
     "mix_labeled_unlabeled",
