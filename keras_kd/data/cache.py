@@ -52,6 +52,9 @@ class Fingerprint:
         self.shape = None
 
     def update(self, batch):
+        if isinstance(batch, dict):
+            self._update_leaves(_batches.leaves(batch))
+            return
         batch = np.ascontiguousarray(batch)
         if self.dtype is None:
             self.dtype, self.shape = batch.dtype.str, batch.shape[1:]
@@ -61,7 +64,21 @@ class Fingerprint:
             self._hash.update(memoryview(batch).cast("B"))
         self.count += len(batch)
 
+    def _update_leaves(self, arrays):
+        # A dict of inputs: one fingerprint per array (sorted keys), so the
+        # digest does not depend on the batching either.
+        if not hasattr(self, "_leaves"):
+            self._leaves = [Fingerprint() for _ in arrays]
+        for leaf, array in zip(self._leaves, arrays):
+            leaf.update(array)
+        self.count = self._leaves[0].count
+
     def hexdigest(self):
+        if hasattr(self, "_leaves"):
+            digest = hashlib.new(_HASH)
+            for leaf in self._leaves:
+                digest.update(leaf.hexdigest().encode())
+            return f"{_HASH}:{digest.hexdigest()}"
         digest = self._hash.copy()
         digest.update(f"|{self.count}|{self.dtype}|{self.shape}".encode())
         return f"{_HASH}:{digest.hexdigest()}"
@@ -569,8 +586,11 @@ class _Writer:
         self.arrays = None
         self.hashes = None
         self.offset = 0
+        self.shape = None
 
     def append(self, outputs, total):
+        _batches.check_same_shape(self.shape, outputs[0], "outputs")
+        self.shape = outputs[0].shape
         if self.path is None or total is None:
             for part, value in zip(self.parts, outputs):
                 part.append(value)

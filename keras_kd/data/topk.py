@@ -265,9 +265,12 @@ class TopKTeacherCache:
         batch_size = validation.check_positive_integer("batch_size",
                                                        batch_size)
         self.check(x, distiller)
-        if not hasattr(x, "shape"):
-            x = np.asarray(x)
-        columns = [x, self.values, self.indices, self.tail_log_mass]
+        structure = x
+        if isinstance(x, dict):  # KerasHub-style inputs.
+            x_columns = [np.asarray(x[k]) for k in sorted(x)]
+        else:
+            x_columns = [x if hasattr(x, "shape") else np.asarray(x)]
+        columns = x_columns + [self.values, self.indices, self.tail_log_mass]
         for name, value in (("labels", y), ("sample weights", sample_weight)):
             if value is not None:
                 value = np.asarray(value)
@@ -287,7 +290,13 @@ class TopKTeacherCache:
                 tensor.set_shape((None,) + tuple(column.shape[1:]))
             return tuple(out)
 
-        def to_batch(x_batch, values, indices, tail, *rest):
+        def to_batch(*parts):
+            parts = list(parts)
+            x_parts = parts[:len(x_columns)]
+            values, indices, tail, *rest = parts[len(x_columns):]
+            x_batch = x_parts[0]
+            if isinstance(structure, dict):
+                x_batch = dict(zip(sorted(structure), x_parts))
             targets = {"teacher_logits": _densify_tf(
                 values, indices, tail, self.num_classes)}
             rest = list(rest)
@@ -474,10 +483,13 @@ class _Writer:
         self.hashes = None
         self.offset = 0
         self.num_classes = None
+        self.shape = None
 
     def append(self, outputs, total, vocabulary_size):
         self.num_classes = vocabulary_size
         values, indices, tail = outputs
+        _batches.check_same_shape(self.shape, values, "outputs")
+        self.shape = values.shape
         outputs = (values.astype("float16"),
                    indices.astype(index_dtype(vocabulary_size)),
                    tail.astype("float32"))
