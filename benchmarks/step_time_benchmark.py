@@ -8,6 +8,11 @@ Measured in one run, on the same batches, interleaved over several rounds:
 4. `keras.distillation`: a `keras.distillation.Distiller` step with
    `LogitsDistillation(loss=keras.losses.KLDivergence())`.
 
+With `--feature`, both Distillers also match the teacher's 128-wide
+embedding with the student's (a student with 128 hidden units, MSE, no
+head): keras.distillation then runs the student a second time per step to
+read its layer; keras_kd reads it from its one student pass.
+
 The ratios are what to read: absolute times depend on the machine.
 
 Run:
@@ -55,6 +60,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--teacher-width", type=int, default=32)
+    parser.add_argument("--feature", action="store_true",
+                        help="add a feature term to both Distillers")
     parser.add_argument("--output", default=os.path.join(
         bu.HERE, "results", "step_time.jsonl"))
     args = parser.parse_args(argv)
@@ -68,17 +75,27 @@ def main(argv=None):
 
     def student():
         keras.utils.set_random_seed(1)
-        return bu.mlp_student(x.shape[1:], num_classes)
+        return bu.mlp_student(x.shape[1:], num_classes,
+                              hidden=128 if args.feature else 32)
 
     alone = student()
     alone.compile(optimizer="adam", loss=bu.sparse_ce(), metrics=["accuracy"])
-    ours = keras_kd.Distiller(teacher, student(), alpha=0.5, temperature=4.0)
+    features, rival_losses = [], [keras.distillation.LogitsDistillation(
+        temperature=4.0, loss=keras.losses.KLDivergence())]
+    if args.feature:
+        features = [keras_kd.FeatureMatch("t_embedding", "s_embedding",
+                                          loss="mse", projection=None)]
+        rival_losses.append(keras.distillation.FeatureDistillation(
+            loss="mse", teacher_layer_name="t_embedding",
+            student_layer_name="s_embedding"))
+    ours = keras_kd.Distiller(teacher, student(), alpha=0.5, temperature=4.0,
+                              features=features)
     ours.compile(optimizer="adam", metrics=["accuracy"])
     rival = keras.distillation.Distiller(
         teacher=teacher,
         student=student(),
-        distillation_losses=keras.distillation.LogitsDistillation(
-            temperature=4.0, loss=keras.losses.KLDivergence()),
+        distillation_losses=rival_losses,
+        distillation_loss_weights=[1.0] * len(rival_losses),
         student_loss_weight=0.5,
     )
     rival.compile(optimizer="adam", loss=bu.sparse_ce(), metrics=["accuracy"])
@@ -102,13 +119,14 @@ def main(argv=None):
     parts = median["student"] + median["teacher"]
     rows = []
     print(f"backend={keras.backend.backend()} batch={args.batch_size} "
-          f"steps={args.steps} rounds={args.rounds}")
+          f"steps={args.steps} rounds={args.rounds} feature={args.feature}")
     print(f"{'step':<22}{'ms/step (median)':>18}{'min':>9}{'max':>9}")
     for name, t in times.items():
         print(f"{name:<22}{median[name]:>18.2f}{min(t):>9.2f}{max(t):>9.2f}")
         rows.append({"benchmark": "step_time", "step": name,
                      "ms_per_step": median[name], "all_ms": t,
-                     "batch_size": args.batch_size, "data": args.data})
+                     "batch_size": args.batch_size, "data": args.data,
+                     "feature": args.feature})
     ratio_parts = median["keras_kd"] / parts
     ratio_rival = median["keras_kd"] / median["keras.distillation"]
     best_parts = best["keras_kd"] / (best["student"] + best["teacher"])
@@ -122,7 +140,8 @@ def main(argv=None):
                  "keras_kd_over_parts": ratio_parts,
                  "keras_kd_over_keras_distillation": ratio_rival,
                  "keras_kd_over_parts_min": best_parts,
-                 "keras_kd_over_keras_distillation_min": best_rival})
+                 "keras_kd_over_keras_distillation_min": best_rival,
+                 "feature": args.feature})
     if keras.backend.backend() == "torch":
         # Not (yet) recorded by `bu.environment()`.
         import torch
