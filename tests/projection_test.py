@@ -42,9 +42,17 @@ class BuildProjectionTest(TestCase):
         with self.assertRaisesRegex(ValueError, "same number of tokens"):
             build_projection((None, 5, 16), (None, 6, 16))
         with self.assertRaisesRegex(ValueError, "static feature shapes"):
-            build_projection((None, None, 16), (None, 6, 16))
+            build_projection((None, 5, None), (None, 5, 16))
+        with self.assertRaisesRegex(ValueError, "static feature shapes"):
+            build_projection((None, None, 4, 16), (None, 6, 4, 16))
         with self.assertRaisesRegex(ValueError, "rank 2, 3 or 4"):
             build_projection((None, 2, 2, 2, 2), (None, 2, 2, 2, 4))
+
+    def test_token_sequences_of_any_length_get_a_dense_head(self):
+        head = build_projection((None, None, 8), (None, None, 16))
+        self.assertEqual(tuple(head.compute_output_shape((None, 7, 8))),
+                         (None, 7, 16))
+        self.assertIsInstance(head.layers[0], keras.layers.Dense)
 
     def test_head_follows_dtype_policy(self):
         keras.config.set_dtype_policy("mixed_float16")
