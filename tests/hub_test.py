@@ -68,6 +68,41 @@ class CausalLMTest(TestCase):
         for a, b in zip(w_a, w_b):
             self.assertAllClose(a, b, atol=1e-5, rtol=1e-4)
 
+    def test_llama_and_gemma_from_configs(self):
+        def llama(layers, width):
+            return keras_hub.models.LlamaCausalLM(
+                keras_hub.models.LlamaBackbone(
+                    vocabulary_size=40, num_layers=layers, num_query_heads=2,
+                    num_key_value_heads=1, hidden_dim=width,
+                    intermediate_dim=2 * width),
+                preprocessor=None)
+
+        def gemma(layers, width):
+            return keras_hub.models.GemmaCausalLM(
+                keras_hub.models.GemmaBackbone(
+                    vocabulary_size=40, num_layers=layers, num_query_heads=2,
+                    num_key_value_heads=1, hidden_dim=width,
+                    intermediate_dim=2 * width, head_dim=width // 2),
+                preprocessor=None)
+
+        x, y, w = token_batch(n=4)
+        for make in (llama, gemma):
+            losses = []
+            for length in (10, 13):
+                keras.utils.set_random_seed(1)
+                teacher, student = make(2, 16), make(1, 8)
+                d = keras_kd.Distiller(teacher, student, alpha=0.5,
+                                       temperature=2.0)
+                d.compile(optimizer="adam")
+                xp, yp, wp = _pad(x, y, w, length)
+                logs = d.evaluate(xp, yp, sample_weight=wp, batch_size=4,
+                                  verbose=0, return_dict=True)
+                losses.append(logs)
+            for key in ("loss", "soft_loss"):
+                self.assertGreater(losses[0][key], 0.0)
+                self.assertAllClose(losses[0][key], losses[1][key],
+                                    rtol=1e-4, msg=f"{make.__name__} {key}")
+
     def test_hidden_states_of_transformer_blocks(self):
         teacher = causal_lm(2, 16, seed=1)
         student = causal_lm(1, 8, seed=2)
