@@ -73,6 +73,9 @@ ROWS = ("student", "keras.distillation default", "keras.distillation kl",
         "kd", "dkd", "dist", "kd+ls", "fitnets", "attention", "sp", "rkd",
         "pkt", "two teachers", "function matching", "kd views k1",
         "kd views k4", "kd views k16", "epoch time")
+# Rows whose terms read the teacher's logits only (a view cache can serve
+# them; `--from-views`).
+LOGIT_ROWS = ("kd", "dkd", "dist", "kd+ls", "best")
 AUGMENTATION = RandomCropFlip(padding=4)
 
 
@@ -260,8 +263,9 @@ def train(row, seed, teachers, data, caches, args):
             student_loss_weight=0.5)
         d.compile(optimizer=opt, loss=bu.sparse_ce())
         d.fit(live, epochs=args.epochs, verbose=0)
-    elif row.startswith("kd views"):
-        k = int(row.rsplit("k", 1)[1])
+    elif row.startswith("kd views") or row in args.from_views:
+        k = int(row.rsplit("k", 1)[1]) if row.startswith("kd views") \
+            else args.max_views
         d = kd_distiller(row, teachers, student)
         d.compile(optimizer=opt)
         cache = view_cache(x, teachers["main"], caches, args).take(k)
@@ -346,25 +350,37 @@ def read_rows(path=OUTPUT):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def table(path=OUTPUT):
-    """Prints the markdown table of all rows in `path`."""
-    rows = read_rows(path)
+def source(row, from_views, max_views):
+    """Where a row's teacher outputs come from (`from_views`: the row's
+    recorded `--from-views` entry, "" for a live teacher)."""
+    if row.startswith("kd views"):
+        return f"views K={row.rsplit('k', 1)[1]}"
+    if row == from_views:
+        return f"views K={max_views}"
+    return "none" if row == "student" else "live"
+
+
+def table(path=OUTPUT, epochs=None):
+    """Prints the markdown table of the rows in `path` (of one schedule)."""
+    rows = [r for r in read_rows(path)
+            if epochs is None or r.get("epochs") == epochs]
     runs = [r for r in rows if r.get("row") != "epoch time"]
-    print("| Method | Test accuracy % (mean ± std, vs student) | n | "
-          "Seconds per run |")
-    print("|---|---|---|---|")
+    print("| Method | Teacher outputs | Test accuracy % (mean ± std, vs "
+          "student) | n | Seconds per run |")
+    print("|---|---|---|---|---|")
     base = [r["test_accuracy"] for r in runs if r["row"] == "student"]
     for name in ROWS[:-1]:  # "epoch time" has its own table.
         acc = [100 * r["test_accuracy"] for r in runs if r["row"] == name]
         sec = [r["seconds"] for r in runs if r["row"] == name]
         if not acc:
-            print(f"| {name} | not run | 0 | |")
             continue
+        where = {source(r["row"], r.get("from_views", ""), r["max_views"])
+                 for r in runs if r["row"] == name}
         mean, std = bu.mean_std(acc)
         delta = (f" ({mean - 100 * np.mean(base):+.2f})" if base and
                  name != "student" else "")
-        print(f"| {name} | {mean:.2f} ± {std:.2f}{delta} | {len(acc)} | "
-              f"{np.mean(sec):.0f} |")
+        print(f"| {name} | {', '.join(sorted(where))} | {mean:.2f} ± "
+              f"{std:.2f}{delta} | {len(acc)} | {np.mean(sec):.0f} |")
     for r in [r for r in rows if r.get("row") == "epoch time"]:
         med = {k: float(np.median(v)) for k, v in r["epoch_seconds"].items()}
         base_t = med["student only"]
@@ -391,13 +407,24 @@ def main(argv=None):
     parser.add_argument("--max-views", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=0.1)
+    parser.add_argument(
+        "--from-views", default="",
+        help="rows (comma-separated, logit terms only) that read the "
+             "teacher from the K=--max-views view cache instead of running "
+             "it live")
     parser.add_argument("--output", default=OUTPUT)
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args(argv)
     if args.table:
-        table(args.output)
+        table(args.output, args.epochs)
         return 0
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    from_views = [r.strip() for r in args.from_views.split(",") if r.strip()]
+    bad = sorted(set(from_views) - set(LOGIT_ROWS))
+    if bad:
+        parser.error(f"--from-views takes logit-only rows {list(LOGIT_ROWS)}; "
+                     f"received {bad}")
+    args.from_views = from_views
     unknown = sorted(set(rows) - set(ROWS) - {"teacher"})
     if unknown:
         parser.error(f"unknown rows {unknown}; expected some of {list(ROWS)}")
@@ -418,12 +445,14 @@ def main(argv=None):
           f"{student_model(args.student_width).count_params()}", flush=True)
     data = balanced_subset(x_all, y_all, args.train_images)
     caches = {}
-    if any(r.startswith("kd views") or r == "epoch time" for r in rows):
+    if any(r.startswith("kd views") or r == "epoch time" or r in from_views
+           for r in rows):
         # Built (or loaded) once, outside the timed runs; its time is
         # recorded as `view_cache_seconds`.
         view_cache(data[0], teachers["main"], caches, args)
     settings = {k: v for k, v in vars(args).items()
-                if k not in ("output", "rows", "seeds", "table")}
+                if k not in ("output", "rows", "seeds", "table",
+                             "from_views")}
     for seed in seeds:
         for row in rows:
             if row == "teacher":
@@ -447,7 +476,9 @@ def main(argv=None):
                 "benchmark": "cifar10", "row": row, "seed": seed,
                 "test_accuracy": acc, "seconds": seconds,
                 "view_cache_seconds": caches.get("views_seconds"),
-                "teacher_accuracy": teacher_acc, **settings}])
+                "teacher_accuracy": teacher_acc,
+                "from_views": ",".join(r for r in from_views if r == row),
+                **settings}])
     return 0
 
 
