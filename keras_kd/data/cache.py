@@ -15,14 +15,13 @@ mismatch.
 """
 
 import hashlib
-import json
 import os
-import shutil
 
 import keras
 import numpy as np
 
 from keras_kd.data import _batches
+from keras_kd.data import _store
 from keras_kd.utils import io
 from keras_kd.utils import validation
 
@@ -31,8 +30,7 @@ METADATA = "keras_kd_cache.json"
 FORMAT = "teacher_output_cache"
 VERSION = 2
 _LOGITS = "teacher_logits.npy"
-_HASH = "sha256"
-_CHUNK = 4096
+_HASH = _store.HASH
 _REBUILD = ("Rebuild it with `keras_kd.data.cache_teacher_outputs(..., "
             "path=...)`.")
 
@@ -110,11 +108,16 @@ def check_inputs(cache, x):
             raise validation.cache_mismatch_error(
                 "the number of samples", cache.num_samples, n
             )
+    check_fingerprint(cache, x)
+
+
+def check_fingerprint(cache, x, what="cache"):
+    """Raises unless `x` has the cache's fingerprint (if it has one)."""
     if cache.fingerprint is not None:
         received = fingerprint(x)
         if received != cache.fingerprint:
             raise validation.cache_mismatch_error(
-                "the inputs are not the ones the cache was computed "
+                f"the inputs are not the ones the {what} was computed "
                 "on (the fingerprint of all their bytes differs: "
                 "other values, another order, another dtype or "
                 "another number of samples)",
@@ -123,16 +126,7 @@ def check_inputs(cache, x):
             )
 
 
-def _checksum(array):
-    digest = hashlib.new(_HASH)
-    for start in range(0, array.shape[0], _CHUNK):
-        block = np.ascontiguousarray(array[start:start + _CHUNK])
-        if block.size:
-            digest.update(memoryview(block).cast("B"))
-    return f"{_HASH}:{digest.hexdigest()}"
-
-
-class TeacherOutputCache:
+class TeacherOutputCache(_store.CacheBase):
     """The teacher's outputs on a fixed, ordered set of inputs.
 
     Build it with `keras_kd.data.cache_teacher_outputs`; load a cache written
@@ -157,6 +151,8 @@ class TeacherOutputCache:
         path: The cache folder, or `None` for a cache in memory.
     """
 
+    _NAME = "TeacherOutputCache"
+
     def __init__(self, logits, features=None, fingerprint=None, path=None):
         self.logits = logits
         self.features = dict(features or {})
@@ -172,14 +168,10 @@ class TeacherOutputCache:
                     value.shape[0],
                 )
 
-    def __len__(self):
-        return self.num_samples
-
-    def __repr__(self):
-        where = f", path={self.path!r}" if self.path else ""
-        return (f"TeacherOutputCache(num_samples={self.num_samples}, "
-                f"num_classes={self.num_classes}, "
-                f"features={sorted(self.features)}{where})")
+    def _repr_fields(self):
+        return [f"num_samples={self.num_samples}",
+                f"num_classes={self.num_classes}",
+                f"features={sorted(self.features)}"]
 
     def check(self, x=None, distiller=None):
         """Checks that this cache fits the inputs `x` and the `distiller`.
@@ -300,26 +292,19 @@ class TeacherOutputCache:
         Returns:
             The cache loaded from `path` (memory-mapped).
         """
-        io.check_replaceable_folder("path", path, METADATA, "cache folder")
-        if self.path is not None and os.path.exists(path) and \
-                os.path.samefile(self.path, path):
-            return self
-        temp = io.new_temp_folder(path)
-        try:
-            arrays = {_LOGITS: self.logits}
-            files = {}
-            for i, (name, value) in enumerate(sorted(self.features.items())):
-                files[name] = f"feature_{i}.npy"
-                arrays[files[name]] = value
-            stored = {file: _save_array(os.path.join(temp, file), value)
-                      for file, value in arrays.items()}
-            _write_metadata(temp, self.num_samples, self.num_classes, files,
-                            self.fingerprint, stored)
-            io.replace_folder(temp, path, METADATA, "path", "cache folder")
-        finally:
-            if os.path.exists(temp):
-                shutil.rmtree(temp, ignore_errors=True)
-        return TeacherOutputCache.load(path)
+        arrays = {_LOGITS: self.logits}
+        files = {}
+        for i, (name, value) in enumerate(sorted(self.features.items())):
+            files[name] = f"feature_{i}.npy"
+            arrays[files[name]] = value
+
+        def write(folder, records):
+            _write_metadata(folder, self.num_samples, self.num_classes, files,
+                            self.fingerprint, records)
+
+        return _store.save_folder(self, path, arrays, write,
+                                  TeacherOutputCache.load, METADATA,
+                                  "cache folder")
 
     @classmethod
     def load(cls, path, verify=True):
@@ -373,28 +358,17 @@ def _damaged(folder, file, what):
 
 def _read_metadata(path, format_name=FORMAT, keys=("num_samples",
                                                    "num_classes", "files")):
-    file = os.path.join(path, METADATA)
-    if not os.path.isfile(file):
+    def missing():
         old = os.path.isfile(os.path.join(path, "meta.json"))
-        raise FileNotFoundError(
+        return FileNotFoundError(
             f"No teacher-output cache at {path!r}: {METADATA} is missing"
             + (" (the folder holds a cache written by an older keras_kd, "
                "without checksums)" if old else "")
             + f". {_REBUILD}"
         )
-    try:
-        with open(file, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise _damaged(path, METADATA, f"it is not valid JSON ({error})") \
-            from None
-    if not isinstance(meta, dict) or meta.get(io.FORMAT_KEY) != format_name:
-        raise _damaged(path, METADATA,
-                       f"it does not describe a {format_name}")
-    for key in keys:
-        if key not in meta:
-            raise _damaged(path, METADATA, f"the key {key!r} is missing")
-    return meta
+
+    return _store.read_metadata(path, METADATA, format_name, keys, _damaged,
+                                missing)
 
 
 def _open_array(folder, file, info, verify):
@@ -426,11 +400,11 @@ def _open_array(folder, file, info, verify):
         )
     array = np.load(full, mmap_mode="r")
     if verify and info.get("checksum") and \
-            _checksum(array) != info["checksum"]:
+            _store.checksum(array) != info["checksum"]:
         raise ValueError(
             f"The teacher-output cache file {full!r} was modified after it "
             "was written: its checksum differs from the one recorded in "
-            f"{METADATA}. Received: {_checksum(array)}, expected "
+            f"{METADATA}. Received: {_store.checksum(array)}, expected "
             f"{info['checksum']}. {_REBUILD}"
         )
     return array
@@ -442,28 +416,11 @@ def _read_header(f, version):
     return np.lib.format.read_array_header_2_0(f)
 
 
-def _save_array(file, array):
-    """Writes `array` to a new `.npy` file in chunks; returns its record."""
-    out = np.lib.format.open_memmap(file, mode="w+", dtype=array.dtype,
-                                    shape=array.shape)
-    for start in range(0, array.shape[0], _CHUNK):
-        out[start:start + _CHUNK] = array[start:start + _CHUNK]
-    out.flush()
-    record = _record(out)
-    del out
-    return record
-
-
-def _record(array):
-    return {"shape": list(array.shape), "dtype": array.dtype.str,
-            "checksum": _checksum(array)}
-
-
 def _write_metadata(folder, num_samples, num_classes, features, fp, files):
-    meta = {io.FORMAT_KEY: FORMAT, "version": VERSION,
-            "num_samples": int(num_samples), "num_classes": int(num_classes),
-            "features": features, "fingerprint": fp, "files": files}
-    io.write_json(os.path.join(folder, METADATA), meta, indent=1)
+    _store.write_metadata(
+        folder, METADATA, FORMAT, VERSION,
+        {"num_samples": int(num_samples), "num_classes": int(num_classes),
+         "features": features, "fingerprint": fp}, files)
 
 
 def cache_teacher_outputs(model, x, batch_size=256, path=None, verbose=1,
@@ -526,7 +483,9 @@ def cache_teacher_outputs(model, x, batch_size=256, path=None, verbose=1,
         total = _batches.count(x)
         batches, _, _ = _batches.iterate(x, batch_size, check=False)
     progbar = keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
-    writer = _Writer(path, names)
+    files = [_LOGITS] + [f"feature_{i}.npy" for i in range(len(names) - 1)]
+    features = dict(zip(names[1:], files[1:]))
+    writer = _store.Writer(path, files, METADATA, "cache folder")
     inputs = Fingerprint()
     try:
         for batch in batches:
@@ -534,9 +493,19 @@ def cache_teacher_outputs(model, x, batch_size=256, path=None, verbose=1,
             outputs = forward(batch)
             writer.append(outputs, total)
             progbar.update(inputs.count)
-        return writer.finish(inputs.hexdigest())
+        fp = inputs.hexdigest()
+
+        def write(folder, num_samples, records):
+            _write_metadata(folder, num_samples, records[_LOGITS]["shape"][-1],
+                            features, fp, records)
+
+        values = writer.finish(write)
     finally:
         writer.cleanup()
+    if values is None:
+        return TeacherOutputCache.load(path, verify=False)
+    cache = TeacherOutputCache(values[0], dict(zip(names[1:], values[1:])), fp)
+    return cache.save(path) if path else cache
 
 
 def _teacher_forward(model):
@@ -573,90 +542,3 @@ class _TeacherOutputs(keras.Model):
     def call(self, x):
         # Every teacher's logits and taps, named by `_cache_keys`.
         return self.distiller._flat_teacher_outputs(x)
-
-
-class _Writer:
-    """Collects output batches in memory or streams them to `.npy` files."""
-
-    def __init__(self, path, names):
-        self.path = path
-        self.names = names
-        self.parts = [[] for _ in names]
-        self.tmp = None
-        self.arrays = None
-        self.hashes = None
-        self.offset = 0
-        self.shape = None
-
-    def append(self, outputs, total):
-        _batches.check_same_shape(self.shape, outputs[0], "outputs")
-        self.shape = outputs[0].shape
-        if self.path is None or total is None:
-            for part, value in zip(self.parts, outputs):
-                part.append(value)
-            return
-        if self.arrays is None:
-            self.tmp = io.new_temp_folder(self.path)
-            self.arrays = [
-                np.lib.format.open_memmap(
-                    os.path.join(self.tmp, self._file(i)), mode="w+",
-                    dtype=value.dtype, shape=(total,) + value.shape[1:])
-                for i, value in enumerate(outputs)
-            ]
-            self.hashes = [hashlib.new(_HASH) for _ in outputs]
-        n = len(outputs[0])
-        if self.offset + n > total:
-            raise ValueError(
-                "The dataset yielded more samples on the second pass than on "
-                f"the first ({self.offset + n} > {total}), so it is not in a "
-                "fixed order. Cache a dataset that yields the same batches on "
-                "every pass."
-            )
-        for array, digest, value in zip(self.arrays, self.hashes, outputs):
-            array[self.offset:self.offset + n] = value
-            block = np.ascontiguousarray(array[self.offset:self.offset + n])
-            if block.size:
-                digest.update(memoryview(block).cast("B"))
-        self.offset += n
-
-    def _file(self, i):
-        return _LOGITS if i == 0 else f"feature_{i - 1}.npy"
-
-    def finish(self, fp):
-        if self.arrays is None:
-            if not self.parts[0]:
-                raise ValueError(
-                    "Argument `x` holds no samples to cache. Received: x "
-                    "with 0 samples"
-                )
-            values = [np.concatenate(part) for part in self.parts]
-            cache = TeacherOutputCache(
-                values[0], dict(zip(self.names[1:], values[1:])), fp)
-            return cache.save(self.path) if self.path else cache
-        if self.offset != self.arrays[0].shape[0]:
-            raise ValueError(
-                "The dataset yielded fewer samples on the second pass than "
-                f"on the first ({self.offset} < {self.arrays[0].shape[0]}), "
-                "so it is not in a fixed order. Cache a dataset that yields "
-                "the same batches on every pass."
-            )
-        files = {}
-        for i, (array, digest) in enumerate(zip(self.arrays, self.hashes)):
-            array.flush()
-            files[self._file(i)] = {
-                "shape": list(array.shape), "dtype": array.dtype.str,
-                "checksum": f"{_HASH}:{digest.hexdigest()}"}
-        self.arrays = None
-        _write_metadata(
-            self.tmp, self.offset, files[_LOGITS]["shape"][-1],
-            {name: self._file(i + 1) for i, name in
-             enumerate(self.names[1:])}, fp, files)
-        io.replace_folder(self.tmp, self.path, METADATA, "path",
-                          "cache folder")
-        self.tmp = None
-        return TeacherOutputCache.load(self.path, verify=False)
-
-    def cleanup(self):
-        if self.tmp is not None:
-            self.arrays = None
-            shutil.rmtree(self.tmp, ignore_errors=True)

@@ -23,16 +23,15 @@ dense tensor exists one batch at a time; the Distiller consumes it like a
 dense cache.
 """
 
-import hashlib
 import math
 import os
-import shutil
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_kd.data import _batches
+from keras_kd.data import _store
 from keras_kd.data import cache as cache_lib
 from keras_kd.utils import io
 from keras_kd.utils import validation
@@ -159,7 +158,7 @@ def index_dtype(vocabulary_size):
     return np.dtype("uint16" if vocabulary_size <= 65535 else "int32")
 
 
-class TopKTeacherCache:
+class TopKTeacherCache(_store.CacheBase):
     """A teacher's top-k log-probabilities on a fixed, ordered set of inputs.
 
     Build it with `keras_kd.data.cache_teacher_outputs(model, x, top_k=k)`;
@@ -180,6 +179,8 @@ class TopKTeacherCache:
         path: The cache folder, or `None` for a cache in memory.
     """
 
+    _NAME = "TopKTeacherCache"
+
     def __init__(self, values, indices, tail_log_mass, num_classes,
                  fingerprint=None, path=None):
         self.values = values
@@ -191,14 +192,10 @@ class TopKTeacherCache:
         self.fingerprint = fingerprint
         self.path = path
 
-    def __len__(self):
-        return self.num_samples
-
-    def __repr__(self):
-        where = f", path={self.path!r}" if self.path else ""
-        return (f"TopKTeacherCache(num_samples={self.num_samples}, "
-                f"shape={tuple(self.values.shape[1:-1])}, "
-                f"num_classes={self.num_classes}, top_k={self.top_k}{where})")
+    def _repr_fields(self):
+        return [f"num_samples={self.num_samples}",
+                f"shape={tuple(self.values.shape[1:-1])}",
+                f"num_classes={self.num_classes}", f"top_k={self.top_k}"]
 
     def check(self, x=None, distiller=None):
         """Checks that this cache fits the inputs `x` and the `distiller`.
@@ -323,26 +320,16 @@ class TopKTeacherCache:
         Returns:
             The cache loaded from `path` (memory-mapped).
         """
-        io.check_replaceable_folder("path", path, cache_lib.METADATA,
-                                    "cache folder")
-        if self.path is not None and os.path.exists(path) and \
-                os.path.samefile(self.path, path):
-            return self
-        temp = io.new_temp_folder(path)
-        try:
-            arrays = {VALUES: self.values, INDICES: self.indices,
-                      TAIL: self.tail_log_mass}
-            files = {file: cache_lib._save_array(os.path.join(temp, file),
-                                                 value)
-                     for file, value in arrays.items()}
-            _write_metadata(temp, self.num_samples, self.num_classes,
-                            self.top_k, self.fingerprint, files)
-            io.replace_folder(temp, path, cache_lib.METADATA, "path",
-                              "cache folder")
-        finally:
-            if os.path.exists(temp):
-                shutil.rmtree(temp, ignore_errors=True)
-        return TopKTeacherCache.load(path)
+        arrays = {VALUES: self.values, INDICES: self.indices,
+                  TAIL: self.tail_log_mass}
+
+        def write(folder, records):
+            _write_metadata(folder, self.num_samples, self.num_classes,
+                            self.top_k, self.fingerprint, records)
+
+        return _store.save_folder(self, path, arrays, write,
+                                  TopKTeacherCache.load, cache_lib.METADATA,
+                                  "cache folder")
 
     @classmethod
     def load(cls, path, verify=True):
@@ -381,12 +368,12 @@ class TopKTeacherCache:
 
 
 def _write_metadata(folder, num_samples, num_classes, top_k, fp, files):
-    meta = {io.FORMAT_KEY: FORMAT, "version": VERSION,
-            "num_samples": int(num_samples), "num_classes": int(num_classes),
-            "top_k": int(top_k),
-            "values": "log_softmax of the teacher logits at temperature 1",
-            "fingerprint": fp, "files": files}
-    io.write_json(os.path.join(folder, cache_lib.METADATA), meta, indent=1)
+    _store.write_metadata(
+        folder, cache_lib.METADATA, FORMAT, VERSION,
+        {"num_samples": int(num_samples), "num_classes": int(num_classes),
+         "top_k": int(top_k),
+         "values": "log_softmax of the teacher logits at temperature 1",
+         "fingerprint": fp}, files)
 
 
 def _vocabulary_size(model):
@@ -455,104 +442,28 @@ def cache_top_k(model, x, top_k, batch_size=256, path=None, verbose=1):
         model, Distiller) else model
     reduce = _TopKOutputs(teacher, top_k)
     progbar = keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
-    writer = _Writer(path, top_k)
+    writer = _store.Writer(path, (VALUES, INDICES, TAIL), cache_lib.METADATA,
+                           "cache folder")
     inputs = cache_lib.Fingerprint()
     try:
         for batch in batches:
             inputs.update(batch)
-            outputs = reduce.predict_on_batch(batch)
-            writer.append([np.asarray(o) for o in outputs], total,
-                          reduce.vocabulary_size)
+            values, indices, tail = (np.asarray(o) for o in
+                                     reduce.predict_on_batch(batch))
+            num_classes = reduce.vocabulary_size
+            writer.append([values.astype("float16"),
+                           indices.astype(index_dtype(num_classes)),
+                           tail.astype("float32")], total)
             progbar.update(inputs.count)
-        return writer.finish(inputs.hexdigest())
+        fp = inputs.hexdigest()
+
+        def write(folder, num_samples, records):
+            _write_metadata(folder, num_samples, num_classes, top_k, fp,
+                            records)
+
+        arrays = writer.finish(write)
     finally:
         writer.cleanup()
-
-
-class _Writer:
-    """Keeps the top-k batches in memory or streams them to `.npy` files."""
-
-    _FILES = (VALUES, INDICES, TAIL)
-
-    def __init__(self, path, top_k):
-        self.path = path
-        self.top_k = top_k
-        self.parts = []
-        self.tmp = None
-        self.arrays = None
-        self.hashes = None
-        self.offset = 0
-        self.num_classes = None
-        self.shape = None
-
-    def append(self, outputs, total, vocabulary_size):
-        self.num_classes = vocabulary_size
-        values, indices, tail = outputs
-        _batches.check_same_shape(self.shape, values, "outputs")
-        self.shape = values.shape
-        outputs = (values.astype("float16"),
-                   indices.astype(index_dtype(vocabulary_size)),
-                   tail.astype("float32"))
-        if self.path is None:
-            self.parts.append(outputs)
-            return
-        if self.arrays is None:
-            self.tmp = io.new_temp_folder(self.path)
-            self.arrays = [
-                np.lib.format.open_memmap(
-                    os.path.join(self.tmp, file), mode="w+",
-                    dtype=value.dtype, shape=(total,) + value.shape[1:])
-                for file, value in zip(self._FILES, outputs)]
-            self.hashes = [hashlib.new("sha256") for _ in outputs]
-        n = len(outputs[0])
-        if self.offset + n > total:
-            raise ValueError(
-                "The dataset yielded more samples on the second pass than on "
-                f"the first ({self.offset + n} > {total}), so it is not in a "
-                "fixed order. Cache a dataset that yields the same batches on "
-                "every pass."
-            )
-        for array, digest, value in zip(self.arrays, self.hashes, outputs):
-            array[self.offset:self.offset + n] = value
-            block = np.ascontiguousarray(value)
-            if block.size:
-                digest.update(memoryview(block).cast("B"))
-        self.offset += n
-
-    def finish(self, fp):
-        if self.arrays is None:
-            if not self.parts:
-                raise ValueError(
-                    "Argument `x` holds no samples to cache. Received: x "
-                    "with 0 samples"
-                )
-            values, indices, tail = (np.concatenate(p) for p in
-                                     zip(*self.parts))
-            return TopKTeacherCache(values, indices, tail, self.num_classes,
-                                    fp)
-        if self.offset != self.arrays[0].shape[0]:
-            raise ValueError(
-                "The dataset yielded fewer samples on the second pass than "
-                f"on the first ({self.offset} < {self.arrays[0].shape[0]}), "
-                "so it is not in a fixed order. Cache a dataset that yields "
-                "the same batches on every pass."
-            )
-        files = {}
-        for file, array, digest in zip(self._FILES, self.arrays,
-                                       self.hashes):
-            array.flush()
-            files[file] = {"shape": list(array.shape),
-                           "dtype": array.dtype.str,
-                           "checksum": f"sha256:{digest.hexdigest()}"}
-        self.arrays = None
-        _write_metadata(self.tmp, self.offset, self.num_classes, self.top_k,
-                        fp, files)
-        io.replace_folder(self.tmp, self.path, cache_lib.METADATA, "path",
-                          "cache folder")
-        self.tmp = None
-        return TopKTeacherCache.load(self.path, verify=False)
-
-    def cleanup(self):
-        if self.tmp is not None:
-            self.arrays = None
-            shutil.rmtree(self.tmp, ignore_errors=True)
+    if arrays is None:
+        return TopKTeacherCache.load(path, verify=False)
+    return TopKTeacherCache(*arrays, num_classes, fp)

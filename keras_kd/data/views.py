@@ -18,11 +18,11 @@ through another view.
 """
 
 import os
-import shutil
 
 import keras
 import numpy as np
 
+from keras_kd.data import _store
 from keras_kd.data import cache as _cache
 from keras_kd.distiller import LABELS_KEY
 from keras_kd.distiller import TEACHER_LOGITS_KEY
@@ -195,7 +195,7 @@ def _view_offsets(seed, num_samples, num_views):
     return rng.integers(0, num_views, num_samples).astype("int32")
 
 
-class TeacherViewCache:
+class TeacherViewCache(_store.CacheBase):
     """The teacher's logits on K stored augmentations of every image.
 
     Build it with `cache_teacher_views`; load a folder with
@@ -210,6 +210,8 @@ class TeacherViewCache:
         seed: Integer, the seed of the parameters and of the view order.
         path: The cache folder, or `None` in memory.
     """
+
+    _NAME = "TeacherViewCache"
 
     def __init__(self, logits, params, augmentation, fingerprint=None,
                  seed=0, path=None):
@@ -228,14 +230,11 @@ class TeacherViewCache:
         self.num_samples, self.num_views, self.num_classes = (
             int(s) for s in logits.shape)
 
-    def __len__(self):
-        return self.num_samples
-
-    def __repr__(self):
-        where = f", path={self.path!r}" if self.path else ""
-        return (f"TeacherViewCache(num_samples={self.num_samples}, "
-                f"num_views={self.num_views}, num_classes={self.num_classes}, "
-                f"augmentation={self.augmentation!r}{where})")
+    def _repr_fields(self):
+        return [f"num_samples={self.num_samples}",
+                f"num_views={self.num_views}",
+                f"num_classes={self.num_classes}",
+                f"augmentation={self.augmentation!r}"]
 
     def view_index(self, epoch):
         """The view each image shows in `epoch`: int array `(num_samples,)`.
@@ -280,15 +279,7 @@ class TeacherViewCache:
             if len(x) != self.num_samples:
                 raise validation.cache_mismatch_error(
                     "the number of samples", self.num_samples, len(x))
-            if self.fingerprint is not None:
-                received = _cache.fingerprint(x)
-                if received != self.fingerprint:
-                    raise validation.cache_mismatch_error(
-                        "the inputs are not the ones the view cache was "
-                        "computed on (the fingerprint of all their bytes "
-                        "differs: other values, another order, another dtype "
-                        "or another number of samples)",
-                        self.fingerprint, received)
+            _cache.check_fingerprint(self, x, "view cache")
         if distiller is not None:
             if distiller.num_classes != self.num_classes:
                 raise validation.cache_mismatch_error(
@@ -396,33 +387,22 @@ class TeacherViewCache:
         Returns:
             The cache loaded from `path` (memory-mapped).
         """
-        io.check_replaceable_folder("path", path, METADATA, "view-cache folder")
-        if self.path is not None and os.path.exists(path) and \
-                os.path.samefile(self.path, path):
-            return self
-        temp = io.new_temp_folder(path)
-        try:
-            files = {
-                _LOGITS: _cache._save_array(os.path.join(temp, _LOGITS),
-                                            np.asarray(self.logits)),
-                _PARAMS: _cache._save_array(os.path.join(temp, _PARAMS),
-                                            np.asarray(self.params)),
-            }
-            meta = {io.FORMAT_KEY: FORMAT, "version": VERSION,
-                    "num_samples": self.num_samples,
-                    "num_views": self.num_views,
-                    "num_classes": self.num_classes, "seed": self.seed,
-                    "fingerprint": self.fingerprint,
-                    "augmentation": keras.saving.serialize_keras_object(
-                        self.augmentation),
-                    "files": files}
-            io.write_json(os.path.join(temp, METADATA), meta, indent=1)
-            io.replace_folder(temp, path, METADATA, "path",
-                              "view-cache folder")
-        finally:
-            if os.path.exists(temp):
-                shutil.rmtree(temp, ignore_errors=True)
-        return TeacherViewCache.load(path)
+        arrays = {_LOGITS: np.asarray(self.logits),
+                  _PARAMS: np.asarray(self.params)}
+
+        def write(folder, records):
+            _store.write_metadata(
+                folder, METADATA, FORMAT, VERSION,
+                {"num_samples": self.num_samples,
+                 "num_views": self.num_views,
+                 "num_classes": self.num_classes, "seed": self.seed,
+                 "fingerprint": self.fingerprint,
+                 "augmentation": keras.saving.serialize_keras_object(
+                     self.augmentation)}, records)
+
+        return _store.save_folder(self, path, arrays, write,
+                                  TeacherViewCache.load, METADATA,
+                                  "view-cache folder")
 
     @classmethod
     def load(cls, path, verify=True):
@@ -437,22 +417,15 @@ class TeacherViewCache:
             FileNotFoundError: If `path` holds no keras_kd view cache.
             ValueError: If a file is damaged, truncated or was modified.
         """
-        import json
-
         path = os.fspath(path)
-        file = os.path.join(path, METADATA)
-        if not os.path.isfile(file):
-            raise FileNotFoundError(
+
+        def missing():
+            return FileNotFoundError(
                 f"No teacher view cache at {path!r}: {METADATA} is missing. "
                 f"{_REBUILD}")
-        try:
-            with open(file, encoding="utf-8") as f:
-                meta = json.load(f)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise _damaged(path, METADATA,
-                           f"it is not valid JSON ({error})") from None
-        if not isinstance(meta, dict) or meta.get(io.FORMAT_KEY) != FORMAT:
-            raise _damaged(path, METADATA, f"it does not describe a {FORMAT}")
+
+        meta = _store.read_metadata(path, METADATA, FORMAT, (), _damaged,
+                                    missing)
         files = meta.get("files") or {}
         for name in (_LOGITS, _PARAMS):
             if name not in files:
