@@ -17,15 +17,9 @@ TEACHER_LOGITS_KEY = "teacher_logits"
 TEACHER_FEATURES_KEY = "teacher_features"
 
 
-# Key of the terms dict holding the per-token weights of a sequence batch,
-# so the metrics see the mask the loss used.
+# Key of the terms dict holding the loss's `(weights, mask)` per position,
+# so the metrics reuse the weights and masks the loss computed.
 POSITIONS_KEY = "_positions"
-
-
-def metric_weights(terms, sample_weight):
-    """The weights the metrics use: the loss's per-token weights for a
-    sequence batch (which include Keras masks), else the sample weights."""
-    return terms.get(POSITIONS_KEY, sample_weight)
 
 
 def apply(preprocessing, inputs):
@@ -114,8 +108,7 @@ class LossMixin:
             )
         total = self._guard_variables(total)
         terms["loss"] = (total, count)
-        if len(logits.shape) > 2:
-            terms[POSITIONS_KEY] = weights
+        terms[POSITIONS_KEY] = (weights, mask)
         return total, terms, logits
 
     def _position_weights(self, logits, labels, sample_weight,
@@ -200,17 +193,23 @@ class LossMixin:
                 value, n = terms[term.log_name]
                 tracker.update_state(self._global_sum(value), sample_weight=n)
 
-    def _update_metrics(self, labels, logits, teacher, sample_weight):
+    def _update_metrics(self, labels, logits, teacher, terms, sample_weight):
+        """Updates `teacher_agreement` and the compiled metrics with the
+        weights and masks the loss computed (`terms[POSITIONS_KEY]`)."""
+        weights, mask = terms[POSITIONS_KEY]
         teacher_logits = [outputs[0] for outputs in teacher]
-        agreement_weight = sample_weight
-        if len(logits.shape) > 2:
-            agreement_weight, _ = self._position_weights(
-                logits, labels, sample_weight)
         self.teacher_agreement_tracker.update_state(
             _agreement(logits, teacher_logits, self.outputs),
-            sample_weight=agreement_weight,
+            sample_weight=weights,
         )
-        logs = self.compute_metrics(None, labels, logits, sample_weight)
+        if type(self).compute_metrics is LossMixin.compute_metrics:
+            logs = self._update_compiled_metrics(labels, logits, weights, mask)
+        else:
+            # A subclass's own `compute_metrics` (Keras' hook) is called as
+            # Keras calls it; per token it gets the loss's weights.
+            logs = self.compute_metrics(
+                None, labels, logits,
+                weights if len(logits.shape) > 2 else sample_weight)
         if labels is None:
             # Without labels the label metrics saw nothing: leave them out of
             # the logs rather than report a misleading 0.
@@ -230,13 +229,18 @@ class LossMixin:
         thresholds at 0.5 apply.
         """
         labels, _ = self._split_targets(y)
+        if labels is None:
+            return self.get_metrics_result()
+        weights, mask = self._position_weights(y_pred, labels, sample_weight)
+        return self._update_compiled_metrics(labels, y_pred, weights, mask)
+
+    def _update_compiled_metrics(self, labels, y_pred, weights, mask):
+        """`compute_metrics` with the loss's `(weights, mask)` per position
+        (see `_position_weights`)."""
         metrics = keras_compat.compile_metrics(self)
         if labels is not None and metrics is not None:
             rank = len(y_pred.shape)
-            weighted, mask = self._position_weights(
-                y_pred, labels, sample_weight)
-            if rank == 2:
-                weighted = weighted * mask
+            weighted = weights * mask if rank == 2 else weights
             if self.outputs == "sigmoid":
                 y_pred = ops.sigmoid(ops.cast(y_pred, "float32"))
                 safe = ops.reshape(ops.maximum(ops.cast(labels, "float32"),
@@ -250,13 +254,14 @@ class LossMixin:
             unweighted, weighted_metrics = keras_compat.flat_metrics(metrics)
             # Keras' CompileMetrics gives unweighted metrics no weights at
             # all, so each list is updated here with its own weights.
-            for group, weights in (
+            for group, group_weights in (
                 (unweighted, mask),
                 (weighted_metrics, weighted),
             ):
                 for metric in group:
                     if metric is not None:
-                        metric.update_state(safe, y_pred, sample_weight=weights)
+                        metric.update_state(safe, y_pred,
+                                            sample_weight=group_weights)
         return self.get_metrics_result()
 
 

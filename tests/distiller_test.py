@@ -130,6 +130,49 @@ class DistillerLossTest(TestCase):
                       == y[labeled])
         np.testing.assert_allclose(logs["accuracy"], acc, rtol=1e-6)
 
+    def test_metrics_and_agreement_with_weights_and_unlabeled(self):
+        # `metrics` ignore the sample weights, `weighted_metrics` use them;
+        # both leave unlabeled samples out. `teacher_agreement` counts
+        # every sample at its weight.
+        d = keras_kd.Distiller(self.teacher, self.student, alpha=0.5)
+        d.compile(metrics=["accuracy"], weighted_metrics=["accuracy"])
+        y = self.y.copy()
+        y[::3] = -1
+        weights = np.linspace(0.0, 2.0, len(self.x)).astype("float32")
+        logs = self.evaluate(d, self.x, y, sample_weight=weights)
+        s = predict(self.student, self.x).argmax(-1)
+        t = predict(self.teacher, self.x).argmax(-1)
+        labeled = y >= 0
+        hit = (s == y).astype("float64")
+        np.testing.assert_allclose(logs["accuracy"], hit[labeled].mean(),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            logs["weighted_accuracy"],
+            (weights * hit)[labeled].sum() / weights[labeled].sum(),
+            rtol=1e-6)
+        np.testing.assert_allclose(
+            logs["teacher_agreement"],
+            (weights * (s == t)).sum() / weights.sum(), rtol=1e-6)
+
+    def test_a_subclass_compute_metrics_is_called(self):
+        calls = []
+
+        class Logged(keras_kd.Distiller):
+            def compute_metrics(self, x, y, y_pred, sample_weight=None):
+                calls.append(y_pred.shape)
+                return super().compute_metrics(x, y, y_pred, sample_weight)
+
+        d = Logged(self.teacher, self.student, alpha=0.5)
+        d.compile(metrics=["accuracy"])
+        y = self.y.copy()
+        y[::3] = -1
+        logs = self.evaluate(d, self.x, y)
+        self.assertTrue(calls)
+        labeled = y >= 0
+        acc = np.mean(predict(self.student, self.x)[labeled].argmax(-1)
+                      == y[labeled])
+        np.testing.assert_allclose(logs["accuracy"], acc, rtol=1e-6)
+
     def test_all_unlabeled_batch_equals_no_labels(self):
         d = keras_kd.Distiller(self.teacher, self.student, alpha=0.7)
         d.compile()

@@ -10,7 +10,6 @@ import jax
 import keras
 from keras import tree
 
-from keras_kd._loss import metric_weights
 from keras_kd._steps._local import WholeBatch
 
 
@@ -92,7 +91,7 @@ class JAXSteps(WholeBatch):
         with keras.StatelessScope(state_mapping=mapping) as scope:
             self._update_loss_trackers(loss, terms)
             logs = self._update_metrics(labels, logits, teacher,
-                                        metric_weights(terms, sw))
+                                        terms, sw)
         new_metrics_variables = []
         for ref_v in self.metrics_variables:
             new_v = scope.get_current_value(ref_v)

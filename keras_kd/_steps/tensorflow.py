@@ -10,7 +10,6 @@ gradients as one device.
 import keras
 import tensorflow as tf
 
-from keras_kd._loss import metric_weights
 from keras_kd.utils import keras_compat
 
 
@@ -78,7 +77,7 @@ class TensorFlowSteps:
         self._update_loss_trackers(loss, terms)
         return self._multi_worker_logs(
             self._update_metrics(labels, student_logits, teacher,
-                                 metric_weights(terms, sample_weight))
+                                 terms, sample_weight)
         )
 
     def test_step(self, data):
@@ -91,7 +90,7 @@ class TensorFlowSteps:
         self._update_loss_trackers(loss, terms)
         return self._multi_worker_logs(
             self._update_metrics(labels, student_logits, teacher,
-                                 metric_weights(terms, sample_weight))
+                                 terms, sample_weight)
         )
 
     def _multi_worker_logs(self, logs):

@@ -16,7 +16,6 @@ import warnings
 import keras
 import torch
 
-from keras_kd._loss import metric_weights
 from keras_kd._steps._local import WholeBatch
 
 
@@ -69,7 +68,7 @@ class TorchSteps(WholeBatch):
 
         return self._update_metrics(
             labels, student_logits, teacher,
-            metric_weights(terms, sample_weight)
+            terms, sample_weight
         )
 
     def test_step(self, data):
@@ -83,5 +82,5 @@ class TorchSteps(WholeBatch):
         self._update_loss_trackers(loss, terms)
         return self._update_metrics(
             labels, student_logits, teacher,
-            metric_weights(terms, sample_weight)
+            terms, sample_weight
         )
