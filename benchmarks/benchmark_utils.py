@@ -65,6 +65,22 @@ def mlp_student(input_shape, num_classes, hidden=32):
     )
 
 
+def cnn_student(input_shape, num_classes, hidden=32, width=8):
+    """A small CNN student: one convolution and pooling before the MLP."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(width, 3, padding="same", activation="relu",
+                                name="s_conv1"),
+            keras.layers.MaxPooling2D(name="s_pool1"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(hidden, activation="relu", name="s_embedding"),
+            keras.layers.Dense(num_classes, name="s_logits"),
+        ],
+        name="student",
+    )
+
+
 def sparse_ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

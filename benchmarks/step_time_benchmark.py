@@ -19,6 +19,8 @@ Run:
 
 ```
 python benchmarks/step_time_benchmark.py --rounds 9 --steps 50
+python benchmarks/step_time_benchmark.py --rounds 9 --steps 279 \
+    --student cnn --teacher-width 8
 KERAS_BACKEND=jax python benchmarks/step_time_benchmark.py
 KERAS_BACKEND=torch python benchmarks/step_time_benchmark.py
 ```
@@ -60,6 +62,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--teacher-width", type=int, default=32)
+    parser.add_argument("--student", default="mlp", choices=["mlp", "cnn"],
+                        help="the student: an MLP, or a small CNN (one "
+                             "8-filter convolution before the MLP)")
     parser.add_argument("--feature", action="store_true",
                         help="add a feature term to both Distillers")
     parser.add_argument("--output", default=os.path.join(
@@ -75,8 +80,10 @@ def main(argv=None):
 
     def student():
         keras.utils.set_random_seed(1)
-        return bu.mlp_student(x.shape[1:], num_classes,
-                              hidden=128 if args.feature else 32)
+        hidden = 128 if args.feature else 32
+        if args.student == "cnn":
+            return bu.cnn_student(x.shape[1:], num_classes, hidden=hidden)
+        return bu.mlp_student(x.shape[1:], num_classes, hidden=hidden)
 
     alone = student()
     alone.compile(optimizer="adam", loss=bu.sparse_ce(), metrics=["accuracy"])
@@ -119,14 +126,16 @@ def main(argv=None):
     parts = median["student"] + median["teacher"]
     rows = []
     print(f"backend={keras.backend.backend()} batch={args.batch_size} "
-          f"steps={args.steps} rounds={args.rounds} feature={args.feature}")
+          f"steps={args.steps} rounds={args.rounds} feature={args.feature} "
+          f"student={args.student} teacher_width={args.teacher_width}")
     print(f"{'step':<22}{'ms/step (median)':>18}{'min':>9}{'max':>9}")
     for name, t in times.items():
         print(f"{name:<22}{median[name]:>18.2f}{min(t):>9.2f}{max(t):>9.2f}")
         rows.append({"benchmark": "step_time", "step": name,
                      "ms_per_step": median[name], "all_ms": t,
                      "batch_size": args.batch_size, "data": args.data,
-                     "feature": args.feature})
+                     "feature": args.feature, "student": args.student,
+                     "teacher_width": args.teacher_width})
     ratio_parts = median["keras_kd"] / parts
     ratio_rival = median["keras_kd"] / median["keras.distillation"]
     best_parts = best["keras_kd"] / (best["student"] + best["teacher"])
@@ -141,7 +150,8 @@ def main(argv=None):
                  "keras_kd_over_keras_distillation": ratio_rival,
                  "keras_kd_over_parts_min": best_parts,
                  "keras_kd_over_keras_distillation_min": best_rival,
-                 "feature": args.feature})
+                 "feature": args.feature, "student": args.student,
+                 "teacher_width": args.teacher_width})
     if keras.backend.backend() == "torch":
         # Not (yet) recorded by `bu.environment()`.
         import torch
