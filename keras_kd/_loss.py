@@ -312,7 +312,11 @@ def _agreement(logits, teacher_logits, outputs):
             teacher_logits)
         same = ops.cast((logits > 0) == (p_t > 0.5), "float32")
         return ops.mean(same, axis=-1)
-    p_t = sum(ops.softmax(t, axis=-1) for t in teacher_logits)
+    if len(teacher_logits) == 1:
+        # One teacher decides by its largest logit: no softmax needed.
+        p_t = teacher_logits[0]
+    else:
+        p_t = sum(ops.softmax(t, axis=-1) for t in teacher_logits)
     return ops.cast(
         ops.argmax(logits, axis=-1) == ops.argmax(p_t, axis=-1), "float32"
     )

@@ -134,7 +134,9 @@ class Distiller(LossMixin, SavingMixin, BackendSteps, keras.Model):
             student trains in its own; on accelerators the teacher's forward
             is often half the step. The teacher's logits are cast to float32
             before the loss, and the teacher model itself is left with its
-            own policy. Defaults to `None` (the teacher's own precision).
+            own policy. On CPUs float16 convolutions are emulated and can be
+            tens of times slower: use `"bfloat16"` there, or nothing.
+            Defaults to `None` (the teacher's own precision).
         name: String, the model name. Defaults to `"distiller"`.
 
     Example:
