@@ -31,6 +31,8 @@ Rows (`--rows`, comma-separated; every run appends one JSON line to
 - `fitnets`, `attention`, `sp`, `rkd`, `pkt`: KD plus a feature or relation
   term (see `features`).
 - `two teachers`: KD from the two teachers' averaged soft targets.
+- `best`: the best combination found: FitNets (from the wide teacher) on
+  top of KD from both teachers (the two best rows of seed 0).
 - `function matching`: soft loss only (`alpha=0`), live teacher on the same
   augmented batch (Beyer et al., 2022, without mixup and long schedules).
 - `kd views k1` / `k4` / `k16`: KD (alpha 0.5, T 4) from
@@ -72,10 +74,10 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 ROWS = ("student", "keras.distillation default", "keras.distillation kl",
         "kd", "dkd", "dist", "kd+ls", "fitnets", "attention", "sp", "rkd",
         "pkt", "two teachers", "function matching", "kd views k1",
-        "kd views k4", "kd views k16", "epoch time")
+        "kd views k4", "kd views k16", "best", "epoch time")
 # Rows whose terms read the teacher's logits only (a view cache can serve
 # them; `--from-views`).
-LOGIT_ROWS = ("kd", "dkd", "dist", "kd+ls", "best")
+LOGIT_ROWS = ("kd", "dkd", "dist", "kd+ls")
 AUGMENTATION = RandomCropFlip(padding=4)
 
 
@@ -233,10 +235,16 @@ def kd_distiller(row, teachers, student):
                                   temperature=2.0, terms=[
                                       keras_kd.HardLoss(),
                                       keras_kd.SoftTargets(standardize=True)])
-    if row == "two teachers":
+    if row in ("two teachers", "best"):
+        # "best": the two best rows of the first seed together, FitNets
+        # (from the wide teacher) on top of KD from both teachers.
+        features = [keras_kd.FeatureMatch("t_block2", "s_block2",
+                                          loss="mse", teacher="wide")] \
+            if row == "best" else []
         return keras_kd.Distiller(None, student, alpha=0.5, temperature=4.0,
                                   teachers={"wide": teacher,
-                                            "narrow": teachers["narrow"]})
+                                            "narrow": teachers["narrow"]},
+                                  features=features)
     return keras_kd.Distiller(teacher, student, alpha=0.5, temperature=4.0,
                               features=features(row))
 
@@ -436,7 +444,7 @@ def main(argv=None):
         "main": cached_teacher(xtr, ytr, args.teacher_width,
                                args.teacher_epochs, args)[0],
     }
-    if "two teachers" in rows or "teacher" in rows:
+    if {"two teachers", "best", "teacher"} & set(rows):
         teachers["narrow"] = cached_teacher(
             xtr, ytr, args.teacher_width // 2, args.teacher_epochs, args)[0]
     teacher_acc = teacher_accuracy(teachers, xt, yt, args)

@@ -6,11 +6,16 @@ their feature maps. For each dtype policy (`float32`, `mixed_float16`,
 ratios to float32 are printed. On a CPU, half precision is emulated and often
 slower: read the ratios as what this machine does, not as a GPU forecast.
 
+With `--teacher-dtype`, the student trains in float32 in every run and
+only the frozen teacher's precision changes: `Distiller(teacher_dtype=None,
+"bfloat16", "float16")`.
+
 Run:
 
 ```
 python benchmarks/precision_benchmark.py --rounds 9 --steps 20
 KERAS_BACKEND=jax python benchmarks/precision_benchmark.py
+python benchmarks/precision_benchmark.py --teacher-dtype --rounds 9
 ```
 """
 
@@ -28,6 +33,7 @@ import benchmark_utils as bu  # noqa: E402
 import keras_kd  # noqa: E402
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+TEACHER_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def conv_student(input_shape, num_classes):
@@ -56,19 +62,41 @@ def build(policy, x, num_classes):
     return d
 
 
+def build_teacher_dtype(teacher_dtype, x, num_classes, width):
+    """A float32 Distiller whose teacher runs in `teacher_dtype`."""
+    keras.utils.set_random_seed(0)
+    teacher = bu.cnn_teacher(x.shape[1:], num_classes, width)
+    student = conv_student(x.shape[1:], num_classes)
+    d = keras_kd.Distiller(
+        teacher, student, alpha=0.5, temperature=4.0,
+        teacher_dtype=None if teacher_dtype == "float32" else teacher_dtype)
+    d.compile(optimizer="adam", metrics=["accuracy"])
+    return d
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="mnist", choices=["mnist", "digits"])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--teacher-dtype", action="store_true",
+                        help="vary the teacher's precision only")
+    parser.add_argument("--teacher-width", type=int, default=32)
     parser.add_argument("--output", default=os.path.join(
         bu.HERE, "results", "precision.jsonl"))
     args = parser.parse_args(argv)
     (x, y), _ = bu.load(args.data)
     n = args.batch_size * args.steps
     x, y = x[:n], y[:n]
-    models = {p: build(p, x, int(y.max()) + 1) for p in POLICIES}
+    if args.teacher_dtype:
+        policies = TEACHER_DTYPES
+        models = {p: build_teacher_dtype(p, x, int(y.max()) + 1,
+                                         args.teacher_width)
+                  for p in policies}
+    else:
+        policies = POLICIES
+        models = {p: build(p, x, int(y.max()) + 1) for p in POLICIES}
 
     def run(model):
         start = time.perf_counter()
@@ -78,7 +106,7 @@ def main(argv=None):
 
     for model in models.values():
         run(model)  # Warm-up: tracing and compilation.
-    times = {p: [] for p in POLICIES}
+    times = {p: [] for p in policies}
     for _ in range(args.rounds):
         for p, model in models.items():
             times[p].append(run(model))
@@ -88,10 +116,11 @@ def main(argv=None):
     base_min = float(np.min(times["float32"]))
     rows = []
     print(f"backend={keras.backend.backend()} batch={args.batch_size} "
-          f"steps={args.steps} rounds={args.rounds}")
+          f"steps={args.steps} rounds={args.rounds} "
+          f"teacher_dtype={args.teacher_dtype}")
     print(f"{'policy':<16}{'median ms':>10}{'ratio':>7}{'min ms':>9}"
           f"{'ratio':>7}")
-    for p in POLICIES:
+    for p in policies:
         median, best = float(np.median(times[p])), float(np.min(times[p]))
         print(f"{p:<16}{median:10.2f}{median / base:7.2f}{best:9.2f}"
               f"{best / base_min:7.2f}")
@@ -99,7 +128,9 @@ def main(argv=None):
                      "ms_per_step": median, "ratio_to_float32": median / base,
                      "min_ms_per_step": best,
                      "ratio_to_float32_min": best / base_min,
-                     "all_ms": times[p], "batch_size": args.batch_size})
+                     "all_ms": times[p], "batch_size": args.batch_size,
+                     "varied": "teacher" if args.teacher_dtype else "both",
+                     "teacher_width": args.teacher_width})
     bu.write_rows(args.output, rows)
     return 0
 

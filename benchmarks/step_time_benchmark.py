@@ -140,16 +140,23 @@ def main(argv=None):
     ratio_rival = median["keras_kd"] / median["keras.distillation"]
     best_parts = best["keras_kd"] / (best["student"] + best["teacher"])
     best_rival = best["keras_kd"] / best["keras.distillation"]
+    # Per round, keras_kd over keras.distillation: the two ran moments apart,
+    # so a slow phase of the shared machine cancels out of the ratio.
+    paired = float(np.median(np.array(times["keras_kd"])
+                             / np.array(times["keras.distillation"])))
     print("ratios            median   min   target")
     print(f"keras_kd / (student + teacher)  {ratio_parts:6.3f} "
           f"{best_parts:6.3f}   <= 1.1")
     print(f"keras_kd / keras.distillation   {ratio_rival:6.3f} "
           f"{best_rival:6.3f}   <= 1.0")
+    print(f"keras_kd / keras.distillation, median of per-round ratios "
+          f"{paired:6.3f}")
     rows.append({"benchmark": "step_time", "step": "ratios",
                  "keras_kd_over_parts": ratio_parts,
                  "keras_kd_over_keras_distillation": ratio_rival,
                  "keras_kd_over_parts_min": best_parts,
                  "keras_kd_over_keras_distillation_min": best_rival,
+                 "keras_kd_over_keras_distillation_paired": paired,
                  "feature": args.feature, "student": args.student,
                  "teacher_width": args.teacher_width})
     if keras.backend.backend() == "torch":
