@@ -284,20 +284,6 @@ def _keras_kd(ctx, student, batches, term=None):
     d.fit(dataset(batches), epochs=1, verbose=0)
 
 
-def ids_only(model):
-    """`model` taking one `token_ids` array (padding mask = ids != 0).
-
-    `cache_teacher_outputs` does not take KerasHub's dict inputs (see
-    benchmarks/README.md), so the top-k rows distil these wrappers; the
-    wrapped student is the same object, trained in place. Token id 0 is the
-    padding id and never a real token here, so the mask is exact.
-    """
-    ids = keras.Input((None,), dtype="int32", name="token_ids")
-    mask = keras.ops.cast(keras.ops.not_equal(ids, 0), "int32")
-    logits = model({"token_ids": ids, "padding_mask": mask})
-    return keras.Model(ids, logits, name=f"{model.name}_ids")
-
-
 def _top_k(ctx, student, batches, k):
     """Forward KL from the teacher's top-k cache of these very batches.
 
@@ -317,11 +303,11 @@ def _top_k(ctx, student, batches, k):
             out[rows, :b.shape[1]] = b
         return out
 
-    x = padded([b[0]["token_ids"] for b in batches])
+    x = {key: padded([b[0][key] for b in batches])
+         for key in ("token_ids", "padding_mask")}
     y = padded([b[1] for b in batches])
     w = padded([b[2] for b in batches])
-    d = keras_kd.Distiller(ids_only(ctx.teacher), ids_only(student),
-                           alpha=ctx.args.alpha,
+    d = keras_kd.Distiller(ctx.teacher, student, alpha=ctx.args.alpha,
                            temperature=ctx.args.temperature)
     d.compile(optimizer=optimizer(ctx.args))
     cache = keras_kd.data.cache_teacher_outputs(d, x, top_k=k, batch_size=64,
@@ -329,8 +315,8 @@ def _top_k(ctx, student, batches, k):
 
     def trim(x, targets, w):
         n = tf.reduce_max(tf.reduce_sum(tf.cast(w > 0, "int32"), axis=1))
-        return (x[:, :n], {key: v[:, :n] for key, v in targets.items()},
-                w[:, :n])
+        return ({key: v[:, :n] for key, v in x.items()},
+                {key: v[:, :n] for key, v in targets.items()}, w[:, :n])
 
     ds = cache.dataset(x, y, batch_size=ctx.args.batch_size, shuffle=False,
                        distiller=d, sample_weight=w).map(trim)
