@@ -23,7 +23,8 @@ _NAMES = {
     "SoftTargets": "keras_kd.terms",
     "Term": "keras_kd.terms",
 }
-_SUBMODULES = ("callbacks", "data", "export", "losses", "terms")
+_SUBMODULES = ("callbacks", "data", "export", "losses", "quantization",
+               "students", "terms")
 
 
 def _started_by_the_command_line():
@@ -53,6 +54,8 @@ if not _started_by_the_command_line():
     from keras_kd import data  # noqa: E402,F401
     from keras_kd import export  # noqa: E402,F401
     from keras_kd import losses  # noqa: E402,F401
+    from keras_kd import quantization  # noqa: E402,F401
+    from keras_kd import students  # noqa: E402,F401
     from keras_kd import terms  # noqa: E402,F401
     from keras_kd.distiller import Distiller  # noqa: E402,F401
     from keras_kd.distiller import load_distiller  # noqa: E402,F401
@@ -90,5 +93,7 @@ __all__ = [
     "export",
     "load_distiller",
     "losses",
+    "quantization",
+    "students",
     "terms",
 ]

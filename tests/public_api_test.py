@@ -28,6 +28,8 @@ class PublicAPITest(TestCase):
                 "export",
                 "load_distiller",
                 "losses",
+                "quantization",
+                "students",
                 "terms",
             ]),
         )
@@ -95,3 +97,9 @@ class PublicAPITest(TestCase):
              "densify_top_k", "load_dataset", "mix_labeled_unlabeled",
              "teacher_labels"],
         )
+
+    def test_quantization(self):
+        self.assertEqual(sorted(keras_kd.quantization.__all__), [])
+
+    def test_students(self):
+        self.assertEqual(sorted(keras_kd.students.__all__), [])
