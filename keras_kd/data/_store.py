@@ -17,6 +17,15 @@ the parts that do not depend on what the arrays mean:
   `.npy` files in a temporary folder with running checksums, renamed into
   place once complete.
 - `CacheBase`: `__len__` and `__repr__` of the three cache classes.
+- `Fingerprint`, `fingerprint`, `check_inputs`, `check_fingerprint`: the
+  SHA-256 of every input byte that ties a cache to its data.
+- `read_cache_metadata`, `open_array`, `damaged`: a cache folder's metadata
+  and its memory-mapped arrays, checked, with errors naming the file.
+
+`keras_kd.data.cache` dispatches to `keras_kd.data.topk`, and both (with
+`keras_kd.data.views`) take what they share from here and from
+`keras_kd.data._forward` (the teacher's compiled forward), so the cache
+modules do not import each other.
 """
 
 import hashlib
@@ -28,8 +37,15 @@ import numpy as np
 
 from keras_kd.data import _batches
 from keras_kd.utils import io
+from keras_kd.utils import validation
 
 HASH = "sha256"
+# The metadata file that marks a cache folder written by keras_kd, and the
+# format of the dense cache.
+CACHE_METADATA = "keras_kd_cache.json"
+CACHE_FORMAT = "teacher_output_cache"
+_REBUILD = ("Rebuild it with `keras_kd.data.cache_teacher_outputs(..., "
+            "path=...)`.")
 # Rows read or written at a time.
 CHUNK = 4096
 
@@ -267,3 +283,163 @@ class CacheBase:
     def __repr__(self):
         where = f", path={self.path!r}" if self.path else ""
         return f"{self._NAME}({', '.join(self._repr_fields())}{where})"
+
+
+class Fingerprint:
+    """A SHA-256 hash of every input byte, fed batch by batch.
+
+    The digest depends on the bytes in order, the number of samples, their
+    dtype and their shape, not on how they are batched: an array and a
+    dataset of the same samples give the same fingerprint.
+    """
+
+    def __init__(self):
+        self._hash = hashlib.new(HASH)
+        self.count = 0
+        self.dtype = None
+        self.shape = None
+
+    def update(self, batch):
+        if isinstance(batch, dict):
+            self._update_leaves(_batches.leaves(batch))
+            return
+        batch = np.ascontiguousarray(batch)
+        if self.dtype is None:
+            self.dtype, self.shape = batch.dtype.str, batch.shape[1:]
+        elif (batch.dtype.str, batch.shape[1:]) != (self.dtype, self.shape):
+            self.dtype, self.shape = "mixed", ()
+        if batch.size:
+            self._hash.update(memoryview(batch).cast("B"))
+        self.count += len(batch)
+
+    def _update_leaves(self, arrays):
+        # A dict of inputs: one fingerprint per array (sorted keys), so the
+        # digest does not depend on the batching either.
+        if not hasattr(self, "_leaves"):
+            self._leaves = [Fingerprint() for _ in arrays]
+        for leaf, array in zip(self._leaves, arrays):
+            leaf.update(array)
+        self.count = self._leaves[0].count
+
+    def hexdigest(self):
+        if hasattr(self, "_leaves"):
+            digest = hashlib.new(HASH)
+            for leaf in self._leaves:
+                digest.update(leaf.hexdigest().encode())
+            return f"{HASH}:{digest.hexdigest()}"
+        digest = self._hash.copy()
+        digest.update(f"|{self.count}|{self.dtype}|{self.shape}".encode())
+        return f"{HASH}:{digest.hexdigest()}"
+
+
+def fingerprint(x, batch_size=4096):
+    """The fingerprint of all of `x`: an array, a dataset or batches.
+
+    Args:
+        x: An array (a memory map works), or a `tf.data.Dataset` /
+            iterable of batches of `x` or `(x, ...)`, read once.
+        batch_size: Integer, rows hashed at a time for arrays.
+
+    Returns:
+        A string `"sha256:<hex>"`, as stored in `TeacherOutputCache`.
+    """
+    result = Fingerprint()
+    batches, _, _ = _batches.iterate(x, batch_size, check=False)
+    for batch in batches:
+        result.update(batch)
+    return result.hexdigest()
+
+
+def check_inputs(cache, x):
+    """Raises unless `x` has the cache's length and fingerprint."""
+    if hasattr(x, "__len__") and hasattr(x, "shape"):
+        n = len(x)
+        if n != cache.num_samples:
+            raise validation.cache_mismatch_error(
+                "the number of samples", cache.num_samples, n
+            )
+    check_fingerprint(cache, x)
+
+
+def check_fingerprint(cache, x, what="cache"):
+    """Raises unless `x` has the cache's fingerprint (if it has one)."""
+    if cache.fingerprint is not None:
+        received = fingerprint(x)
+        if received != cache.fingerprint:
+            raise validation.cache_mismatch_error(
+                f"the inputs are not the ones the {what} was computed "
+                "on (the fingerprint of all their bytes differs: "
+                "other values, another order, another dtype or "
+                "another number of samples)",
+                cache.fingerprint,
+                received,
+            )
+
+
+def damaged(folder, file, what):
+    """The error of a damaged file `file` of the cache folder `folder`."""
+    return ValueError(
+        f"The teacher-output cache file {os.path.join(folder, file)!r} is "
+        f"damaged: {what}. {_REBUILD}"
+    )
+
+
+def read_cache_metadata(path, format_name=CACHE_FORMAT,
+                        keys=("num_samples", "num_classes", "files")):
+    """Reads a cache folder's metadata; errors say to rebuild the cache."""
+    def missing():
+        old = os.path.isfile(os.path.join(path, "meta.json"))
+        return FileNotFoundError(
+            f"No teacher-output cache at {path!r}: {CACHE_METADATA} is missing"
+            + (" (the folder holds a cache written by an older keras_kd, "
+               "without checksums)" if old else "")
+            + f". {_REBUILD}"
+        )
+
+    return read_metadata(path, CACHE_METADATA, format_name, keys, damaged,
+                         missing)
+
+
+def open_array(folder, file, info, verify):
+    """Memory-maps one stored array after checking its header and size."""
+    full = os.path.join(folder, file)
+    if not os.path.isfile(full):
+        raise damaged(folder, file, "the file is missing")
+    try:
+        with open(full, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, _, dtype = read_header(f, version)
+            offset = f.tell()
+    except Exception as error:  # A damaged header fails in many ways.
+        raise damaged(folder, file, f"its .npy header cannot be read "
+                      f"({type(error).__name__}: {error})") from None
+    expected_shape = tuple(info.get("shape", shape))
+    if tuple(shape) != expected_shape or dtype.str != info.get(
+            "dtype", dtype.str):
+        raise damaged(folder, file, f"it holds an array of shape "
+                      f"{tuple(shape)} and dtype {dtype.str}, the metadata "
+                      f"says {expected_shape} and {info.get('dtype')}")
+    needed = offset + int(np.prod(shape, dtype="int64")) * dtype.itemsize
+    size = os.path.getsize(full)
+    if size < needed:
+        raise ValueError(
+            f"The teacher-output cache file {full!r} is truncated: it has "
+            f"{size} bytes, its header announces {needed}. The cache was "
+            f"not completely copied or was cut short. {_REBUILD}"
+        )
+    array = np.load(full, mmap_mode="r")
+    if verify and info.get("checksum") and \
+            checksum(array) != info["checksum"]:
+        raise ValueError(
+            f"The teacher-output cache file {full!r} was modified after it "
+            "was written: its checksum differs from the one recorded in "
+            f"{CACHE_METADATA}. Received: {checksum(array)}, expected "
+            f"{info['checksum']}. {_REBUILD}"
+        )
+    return array
+
+
+def read_header(f, version):
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    return np.lib.format.read_array_header_2_0(f)

@@ -14,116 +14,30 @@ loaded, so reordered, replaced or edited data is an error, not a silent
 mismatch.
 """
 
-import hashlib
 import os
 
 import keras
 import numpy as np
 
 from keras_kd.data import _batches
+from keras_kd.data import _forward
 from keras_kd.data import _store
 from keras_kd.utils import io
 from keras_kd.utils import validation
 
 # The metadata file that marks a cache folder written by keras_kd.
-METADATA = "keras_kd_cache.json"
-FORMAT = "teacher_output_cache"
+METADATA = _store.CACHE_METADATA
+FORMAT = _store.CACHE_FORMAT
 VERSION = 2
 _LOGITS = "teacher_logits.npy"
-_HASH = _store.HASH
-_REBUILD = ("Rebuild it with `keras_kd.data.cache_teacher_outputs(..., "
-            "path=...)`.")
-
-
-class Fingerprint:
-    """A SHA-256 hash of every input byte, fed batch by batch.
-
-    The digest depends on the bytes in order, the number of samples, their
-    dtype and their shape, not on how they are batched: an array and a
-    dataset of the same samples give the same fingerprint.
-    """
-
-    def __init__(self):
-        self._hash = hashlib.new(_HASH)
-        self.count = 0
-        self.dtype = None
-        self.shape = None
-
-    def update(self, batch):
-        if isinstance(batch, dict):
-            self._update_leaves(_batches.leaves(batch))
-            return
-        batch = np.ascontiguousarray(batch)
-        if self.dtype is None:
-            self.dtype, self.shape = batch.dtype.str, batch.shape[1:]
-        elif (batch.dtype.str, batch.shape[1:]) != (self.dtype, self.shape):
-            self.dtype, self.shape = "mixed", ()
-        if batch.size:
-            self._hash.update(memoryview(batch).cast("B"))
-        self.count += len(batch)
-
-    def _update_leaves(self, arrays):
-        # A dict of inputs: one fingerprint per array (sorted keys), so the
-        # digest does not depend on the batching either.
-        if not hasattr(self, "_leaves"):
-            self._leaves = [Fingerprint() for _ in arrays]
-        for leaf, array in zip(self._leaves, arrays):
-            leaf.update(array)
-        self.count = self._leaves[0].count
-
-    def hexdigest(self):
-        if hasattr(self, "_leaves"):
-            digest = hashlib.new(_HASH)
-            for leaf in self._leaves:
-                digest.update(leaf.hexdigest().encode())
-            return f"{_HASH}:{digest.hexdigest()}"
-        digest = self._hash.copy()
-        digest.update(f"|{self.count}|{self.dtype}|{self.shape}".encode())
-        return f"{_HASH}:{digest.hexdigest()}"
-
-
-def fingerprint(x, batch_size=4096):
-    """The fingerprint of all of `x`: an array, a dataset or batches.
-
-    Args:
-        x: An array (a memory map works), or a `tf.data.Dataset` /
-            iterable of batches of `x` or `(x, ...)`, read once.
-        batch_size: Integer, rows hashed at a time for arrays.
-
-    Returns:
-        A string `"sha256:<hex>"`, as stored in `TeacherOutputCache`.
-    """
-    result = Fingerprint()
-    batches, _, _ = _batches.iterate(x, batch_size, check=False)
-    for batch in batches:
-        result.update(batch)
-    return result.hexdigest()
-
-
-def check_inputs(cache, x):
-    """Raises unless `x` has the cache's length and fingerprint."""
-    if hasattr(x, "__len__") and hasattr(x, "shape"):
-        n = len(x)
-        if n != cache.num_samples:
-            raise validation.cache_mismatch_error(
-                "the number of samples", cache.num_samples, n
-            )
-    check_fingerprint(cache, x)
-
-
-def check_fingerprint(cache, x, what="cache"):
-    """Raises unless `x` has the cache's fingerprint (if it has one)."""
-    if cache.fingerprint is not None:
-        received = fingerprint(x)
-        if received != cache.fingerprint:
-            raise validation.cache_mismatch_error(
-                f"the inputs are not the ones the {what} was computed "
-                "on (the fingerprint of all their bytes differs: "
-                "other values, another order, another dtype or "
-                "another number of samples)",
-                cache.fingerprint,
-                received,
-            )
+_damaged = _store.damaged
+_read_metadata = _store.read_cache_metadata
+_open_array = _store.open_array
+# Kept under their old names: `keras_kd.data.cache.fingerprint(x)` etc.
+Fingerprint = _store.Fingerprint
+fingerprint = _store.fingerprint
+check_inputs = _store.check_inputs
+check_fingerprint = _store.check_fingerprint
 
 
 class TeacherOutputCache(_store.CacheBase):
@@ -349,73 +263,6 @@ class TeacherOutputCache(_store.CacheBase):
         return cls(logits, features, meta.get("fingerprint"), path=path)
 
 
-def _damaged(folder, file, what):
-    return ValueError(
-        f"The teacher-output cache file {os.path.join(folder, file)!r} is "
-        f"damaged: {what}. {_REBUILD}"
-    )
-
-
-def _read_metadata(path, format_name=FORMAT, keys=("num_samples",
-                                                   "num_classes", "files")):
-    def missing():
-        old = os.path.isfile(os.path.join(path, "meta.json"))
-        return FileNotFoundError(
-            f"No teacher-output cache at {path!r}: {METADATA} is missing"
-            + (" (the folder holds a cache written by an older keras_kd, "
-               "without checksums)" if old else "")
-            + f". {_REBUILD}"
-        )
-
-    return _store.read_metadata(path, METADATA, format_name, keys, _damaged,
-                                missing)
-
-
-def _open_array(folder, file, info, verify):
-    """Memory-maps one stored array after checking its header and size."""
-    full = os.path.join(folder, file)
-    if not os.path.isfile(full):
-        raise _damaged(folder, file, "the file is missing")
-    try:
-        with open(full, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, _, dtype = _read_header(f, version)
-            offset = f.tell()
-    except Exception as error:  # A damaged header fails in many ways.
-        raise _damaged(folder, file, f"its .npy header cannot be read "
-                       f"({type(error).__name__}: {error})") from None
-    expected_shape = tuple(info.get("shape", shape))
-    if tuple(shape) != expected_shape or dtype.str != info.get(
-            "dtype", dtype.str):
-        raise _damaged(folder, file, f"it holds an array of shape "
-                       f"{tuple(shape)} and dtype {dtype.str}, the metadata "
-                       f"says {expected_shape} and {info.get('dtype')}")
-    needed = offset + int(np.prod(shape, dtype="int64")) * dtype.itemsize
-    size = os.path.getsize(full)
-    if size < needed:
-        raise ValueError(
-            f"The teacher-output cache file {full!r} is truncated: it has "
-            f"{size} bytes, its header announces {needed}. The cache was "
-            f"not completely copied or was cut short. {_REBUILD}"
-        )
-    array = np.load(full, mmap_mode="r")
-    if verify and info.get("checksum") and \
-            _store.checksum(array) != info["checksum"]:
-        raise ValueError(
-            f"The teacher-output cache file {full!r} was modified after it "
-            "was written: its checksum differs from the one recorded in "
-            f"{METADATA}. Received: {_store.checksum(array)}, expected "
-            f"{info['checksum']}. {_REBUILD}"
-        )
-    return array
-
-
-def _read_header(f, version):
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(f)
-    return np.lib.format.read_array_header_2_0(f)
-
-
 def _write_metadata(folder, num_samples, num_classes, features, fp, files):
     _store.write_metadata(
         folder, METADATA, FORMAT, VERSION,
@@ -476,7 +323,7 @@ def cache_teacher_outputs(model, x, batch_size=256, path=None, verbose=1,
     if path is not None:
         path = io.check_replaceable_folder("path", path, METADATA,
                                            "cache folder")
-    forward, names = _teacher_forward(model)
+    forward, names = _forward.teacher_forward(model)
     batches, total, _ = _batches.iterate(x, batch_size)
     if path is not None and total is None:
         # Streaming to disk needs the length: one cheap pass over the data.
@@ -506,39 +353,3 @@ def cache_teacher_outputs(model, x, batch_size=256, path=None, verbose=1,
         return TeacherOutputCache.load(path, verify=False)
     cache = TeacherOutputCache(values[0], dict(zip(names[1:], values[1:])), fp)
     return cache.save(path) if path else cache
-
-
-def _teacher_forward(model):
-    from keras_kd.distiller import Distiller
-
-    if isinstance(model, Distiller):
-        wrapper = _TeacherOutputs(model)
-        names = model._cache_keys()
-    elif isinstance(model, keras.Model):
-        wrapper = model
-        names = ["logits"]
-    else:
-        raise TypeError(
-            "Argument `model` must be a keras_kd.Distiller or a teacher "
-            f"keras.Model. Received: model={model!r}"
-        )
-
-    def forward(batch):
-        outputs = wrapper.predict_on_batch(batch)
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        return [np.asarray(o) for o in outputs]
-
-    return forward, names
-
-
-class _TeacherOutputs(keras.Model):
-    """Runs a Distiller's teacher path: preprocessing, teacher, taps."""
-
-    def __init__(self, distiller):
-        super().__init__(name="teacher_outputs")
-        self.distiller = distiller
-
-    def call(self, x):
-        # Every teacher's logits and taps, named by `_cache_keys`.
-        return self.distiller._flat_teacher_outputs(x)

@@ -32,7 +32,7 @@ from keras import ops
 
 from keras_kd.data import _batches
 from keras_kd.data import _store
-from keras_kd.data import cache as cache_lib
+from keras_kd.data import _forward
 from keras_kd.utils import io
 from keras_kd.utils import validation
 
@@ -208,7 +208,7 @@ class TopKTeacherCache(_store.CacheBase):
             The cache.
         """
         if x is not None:
-            cache_lib.check_inputs(self, x)
+            _store.check_inputs(self, x)
         if distiller is not None:
             if distiller.num_classes != self.num_classes:
                 raise validation.cache_mismatch_error(
@@ -328,7 +328,7 @@ class TopKTeacherCache(_store.CacheBase):
                             self.top_k, self.fingerprint, records)
 
         return _store.save_folder(self, path, arrays, write,
-                                  TopKTeacherCache.load, cache_lib.METADATA,
+                                  TopKTeacherCache.load, _store.CACHE_METADATA,
                                   "cache folder")
 
     @classmethod
@@ -344,15 +344,15 @@ class TopKTeacherCache(_store.CacheBase):
                 files disagree with each other.
         """
         path = os.fspath(path)
-        meta = cache_lib._read_metadata(
+        meta = _store.read_cache_metadata(
             path, FORMAT, ("num_samples", "num_classes", "top_k", "files"))
         files = meta["files"]
         for file in (VALUES, INDICES, TAIL):
             if file not in files:
-                raise cache_lib._damaged(path, cache_lib.METADATA,
-                                         f"it lists no {file}")
+                raise _store.damaged(path, _store.CACHE_METADATA,
+                                     f"it lists no {file}")
         values, indices, tail = (
-            cache_lib._open_array(path, file, files[file], verify)
+            _store.open_array(path, file, files[file], verify)
             for file in (VALUES, INDICES, TAIL))
         expected = (meta["num_samples"],) + tuple(tail.shape[1:])
         for file, array, shape in (
@@ -360,7 +360,7 @@ class TopKTeacherCache(_store.CacheBase):
                 (INDICES, indices, expected + (meta["top_k"],)),
                 (TAIL, tail, expected)):
             if tuple(array.shape) != shape:
-                raise cache_lib._damaged(
+                raise _store.damaged(
                     path, file, f"it holds shape {tuple(array.shape)}, the "
                     f"metadata and the other files say {shape}")
         return cls(values, indices, tail, meta["num_classes"],
@@ -369,7 +369,7 @@ class TopKTeacherCache(_store.CacheBase):
 
 def _write_metadata(folder, num_samples, num_classes, top_k, fp, files):
     _store.write_metadata(
-        folder, cache_lib.METADATA, FORMAT, VERSION,
+        folder, _store.CACHE_METADATA, FORMAT, VERSION,
         {"num_samples": int(num_samples), "num_classes": int(num_classes),
          "top_k": int(top_k),
          "values": "log_softmax of the teacher logits at temperature 1",
@@ -420,13 +420,13 @@ def cache_top_k(model, x, top_k, batch_size=256, path=None, verbose=1):
     """`cache_teacher_outputs(model, x, top_k=top_k, ...)`; see there."""
     top_k = validation.check_positive_integer("top_k", top_k)
     if path is not None:
-        path = io.check_replaceable_folder("path", path, cache_lib.METADATA,
+        path = io.check_replaceable_folder("path", path, _store.CACHE_METADATA,
                                            "cache folder")
     from keras_kd.distiller import Distiller
 
     names = model._cache_keys() if isinstance(model, Distiller) else [
         "logits"]
-    cache_lib._teacher_forward(model)  # Checks the type of `model`.
+    _forward.teacher_forward(model)  # Checks the type of `model`.
     if names != ["logits"]:
         raise NotImplementedError(
             "A top-k cache holds one teacher's logits, but this Distiller's "
@@ -438,13 +438,13 @@ def cache_top_k(model, x, top_k, batch_size=256, path=None, verbose=1):
     if path is not None and total is None:
         total = _batches.count(x)
         batches, _, _ = _batches.iterate(x, batch_size, check=False)
-    teacher = cache_lib._TeacherOutputs(model) if isinstance(
+    teacher = _forward.TeacherOutputs(model) if isinstance(
         model, Distiller) else model
     reduce = _TopKOutputs(teacher, top_k)
     progbar = keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
-    writer = _store.Writer(path, (VALUES, INDICES, TAIL), cache_lib.METADATA,
+    writer = _store.Writer(path, (VALUES, INDICES, TAIL), _store.CACHE_METADATA,
                            "cache folder")
-    inputs = cache_lib.Fingerprint()
+    inputs = _store.Fingerprint()
     try:
         for batch in batches:
             inputs.update(batch)

@@ -22,8 +22,8 @@ import os
 import keras
 import numpy as np
 
+from keras_kd.data import _forward
 from keras_kd.data import _store
-from keras_kd.data import cache as _cache
 from keras_kd.distiller import LABELS_KEY
 from keras_kd.distiller import TEACHER_LOGITS_KEY
 from keras_kd.utils import io
@@ -279,7 +279,7 @@ class TeacherViewCache(_store.CacheBase):
             if len(x) != self.num_samples:
                 raise validation.cache_mismatch_error(
                     "the number of samples", self.num_samples, len(x))
-            _cache.check_fingerprint(self, x, "view cache")
+            _store.check_fingerprint(self, x, "view cache")
         if distiller is not None:
             if distiller.num_classes != self.num_classes:
                 raise validation.cache_mismatch_error(
@@ -430,8 +430,8 @@ class TeacherViewCache(_store.CacheBase):
         for name in (_LOGITS, _PARAMS):
             if name not in files:
                 raise _damaged(path, METADATA, f"it lists no {name}")
-        logits = _cache._open_array(path, _LOGITS, files[_LOGITS], verify)
-        params = _cache._open_array(path, _PARAMS, files[_PARAMS], verify)
+        logits = _store.open_array(path, _LOGITS, files[_LOGITS], verify)
+        params = _store.open_array(path, _PARAMS, files[_PARAMS], verify)
         if logits.shape[0] != meta.get("num_samples"):
             raise _damaged(path, _LOGITS,
                            f"it holds {logits.shape[0]} rows, the metadata "
@@ -498,7 +498,7 @@ def cache_teacher_views(teacher, x, views=4, augmentation=None, seed=0,
     if path is not None:
         path = io.check_replaceable_folder("path", path, METADATA,
                                            "view-cache folder")
-    forward, names = _cache._teacher_forward(teacher)
+    forward, names = _forward.teacher_forward(teacher)
     if list(names) != ["logits"]:
         raise ValueError(
             "A view cache holds one teacher's logits only. Received: a "
@@ -510,7 +510,7 @@ def cache_teacher_views(teacher, x, views=4, augmentation=None, seed=0,
         augmentation.sample(n, x.shape[1:], np.random.default_rng(
             [int(seed), 0, j])) for j in range(views)], axis=1)
     logits = None
-    inputs = _cache.Fingerprint()
+    inputs = _store.Fingerprint()
     progbar = keras.utils.Progbar(n * views, verbose=verbose,
                                   unit_name="view")
     for start in range(0, n, batch_size):

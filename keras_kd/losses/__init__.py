@@ -11,6 +11,7 @@ import inspect
 
 import keras
 
+from keras_kd.losses import _wrapper
 from keras_kd.losses._wrapper import LossFunctionWrapper
 
 from keras_kd.losses.feature import AttentionTransfer
@@ -75,8 +76,9 @@ _LOSSES = {
 # The built-in string ids. `ids()` adds those given to `register`.
 ALL_IDS = tuple(sorted(_LOSSES))
 
-# String id -> Loss class or function, filled by `register`.
-_USER_LOSSES = {}
+# String id -> Loss class or function, filled by `register`. It lives in
+# `_wrapper`, which reads it to save a wrapped function by its id.
+_USER_LOSSES = _wrapper.USER_LOSSES
 
 
 def ids():
@@ -153,28 +155,6 @@ def register(name, loss):
             f"Received: loss={loss!r} of type {type(loss).__name__}"
         )
     _USER_LOSSES[name] = loss
-    return loss
-
-
-def _registered_id(fn):
-    """The id under which the function `fn` is registered, or `None`."""
-    for name, loss in _USER_LOSSES.items():
-        if loss is fn:
-            return name
-    return None
-
-
-def _registered_function(name):
-    """The function registered as `name` (a saved `LossFunctionWrapper`)."""
-    loss = _USER_LOSSES.get(name)
-    if loss is None or inspect.isclass(loss):
-        functions = [n for n, v in _USER_LOSSES.items()
-                     if not inspect.isclass(v)]
-        raise validation.unknown_name_error(
-            "registered loss function", name, functions,
-            where="a saved `LossFunctionWrapper` config. Call "
-            "`keras_kd.losses.register` with it before loading",
-        )
     return loss
 
 

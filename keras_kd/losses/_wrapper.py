@@ -4,7 +4,11 @@ Every keras_kd loss class is a thin subclass: its `__init__` checks the
 hyper-parameters and hands them, with the function, to this base.
 """
 
+import inspect
+
 import keras
+
+from keras_kd.utils import validation
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -107,10 +111,12 @@ class LossFunctionWrapper(keras.losses.Loss):
         )
 
 
-def _serialize_fn(fn):
-    # Imported here: the name table imports the loss modules.
-    from keras_kd.losses import _registered_id
+# String id -> Loss class or function, filled by
+# `keras_kd.losses.register`.
+USER_LOSSES = {}
 
+
+def _serialize_fn(fn):
     registered = _registered_id(fn)
     if registered is not None:
         return registered
@@ -118,8 +124,28 @@ def _serialize_fn(fn):
 
 
 def _deserialize_fn(config):
-    from keras_kd.losses import _registered_function
-
     if isinstance(config, str):
         return _registered_function(config)
     return keras.saving.deserialize_keras_object(config)
+
+
+def _registered_id(fn):
+    """The id under which the function `fn` is registered, or `None`."""
+    for name, loss in USER_LOSSES.items():
+        if loss is fn:
+            return name
+    return None
+
+
+def _registered_function(name):
+    """The function registered as `name` (a saved `LossFunctionWrapper`)."""
+    loss = USER_LOSSES.get(name)
+    if loss is None or inspect.isclass(loss):
+        functions = [n for n, v in USER_LOSSES.items()
+                     if not inspect.isclass(v)]
+        raise validation.unknown_name_error(
+            "registered loss function", name, functions,
+            where="a saved `LossFunctionWrapper` config. Call "
+            "`keras_kd.losses.register` with it before loading",
+        )
+    return loss
