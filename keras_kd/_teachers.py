@@ -177,6 +177,7 @@ def to_logits(probabilities, outputs):
 
 
 def check_class_counts(names, teachers, student_classes, student_rank=None):
+    _check_teachers_agree(names, teachers, student_classes)
     for name, teacher in zip(names, teachers):
         classes = model_utils.num_classes(teacher)
         rank = model_utils.output_rank(teacher)
@@ -208,6 +209,25 @@ def check_class_counts(names, teachers, student_classes, student_rank=None):
                 f"with {classes} units. Received: teacher classes={classes}, "
                 f"student classes={student_classes}"
             )
+
+
+def _check_teachers_agree(names, teachers, student_classes):
+    """Several teachers must output as many logits as each other: name each
+    teacher's count, since the student cannot follow both."""
+    counts = {name: model_utils.num_classes(teacher)
+              for name, teacher in zip(names, teachers)}
+    known = {name: c for name, c in counts.items() if c is not None}
+    if len(set(known.values())) < 2:
+        return
+    each = ", ".join(f"teacher {name!r} outputs {c}"
+                     for name, c in known.items())
+    raise ValueError(
+        "The teachers disagree on the number of classes: "
+        f"{each} logits (the student {student_classes}). Every teacher "
+        "and the student must predict the same classes: pass teachers "
+        "trained on the same labels. Received: teacher classes="
+        f"{dict(known)}, student classes={student_classes}"
+    )
 
 
 def _short(value):

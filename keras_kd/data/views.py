@@ -69,6 +69,10 @@ class ViewAugmentation:
         """Live augmentation: new random parameters for a TensorFlow batch."""
         raise NotImplementedError
 
+    def check_image_shape(self, image_shape):
+        """Raises if the augmentation cannot work on images of this shape
+        `(height, width, channels)`; called before the teacher runs."""
+
     def get_config(self):
         return {}
 
@@ -117,7 +121,35 @@ class RandomCropFlip(ViewAugmentation):
             )
         self.padding = int(padding)
         self.mode = mode
-        self.flip = bool(flip)
+        self.flip = validation.check_bool("flip", flip)
+
+    def check_image_shape(self, image_shape):
+        """Refuses a `padding` that leaves views made mostly of padding.
+
+        A crop of an image padded by `padding` on every side may start
+        anywhere in the first `2 * padding + 1` rows and columns; from
+        `padding >= min(height, width)` on, some views hold no pixel of the
+        image at all.
+        """
+        shape = tuple(image_shape)
+        if len(shape) != 3:
+            raise ValueError(
+                "RandomCropFlip expects images of shape (height, width, "
+                f"channels). Received: image shape={shape}"
+            )
+        height, width = shape[0], shape[1]
+        if height is None or width is None:
+            return
+        side = min(int(height), int(width))
+        if self.padding >= side:
+            raise ValueError(
+                "Argument `padding` must be smaller than the images' height "
+                f"and width ({height}x{width}): with padding={self.padding} "
+                "some crops hold no pixel of the image, only padding. "
+                f"Received: padding={self.padding}, image size "
+                f"{height}x{width}. Use a padding of about a tenth of the "
+                f"image size (e.g. padding={max(1, side // 8)})."
+            )
 
     def sample(self, num_images, image_shape, rng):
         span = 2 * self.padding + 1
@@ -134,6 +166,7 @@ class RandomCropFlip(ViewAugmentation):
                 "RandomCropFlip expects image batches of shape (batch, "
                 f"height, width, channels). Received: shape={tuple(shape)}"
             )
+        self.check_image_shape(tuple(shape)[1:])
         if self.mode == "reflect" and min(shape[1], shape[2]) <= \
                 self.padding:
             raise ValueError(
@@ -480,6 +513,8 @@ def cache_teacher_views(teacher, x, views=4, augmentation=None, seed=0,
             or views < 1:
         raise ValueError("Argument `views` must be a positive integer. "
                          f"Received: views={views!r}")
+    seed = validation.check_non_negative_integer("seed", seed)
+    batch_size = validation.check_positive_integer("batch_size", batch_size)
     augmentation = RandomCropFlip() if augmentation is None else augmentation
     if not isinstance(augmentation, ViewAugmentation):
         raise TypeError(
@@ -505,6 +540,7 @@ def cache_teacher_views(teacher, x, views=4, augmentation=None, seed=0,
             f"Distiller whose cache would need {list(names)}. Pass the "
             "teacher model, or a Distiller without `features=` and with one "
             "teacher.")
+    augmentation.check_image_shape(x.shape[1:])
     n = len(x)
     params = np.stack([
         augmentation.sample(n, x.shape[1:], np.random.default_rng(

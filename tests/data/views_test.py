@@ -88,6 +88,30 @@ class RandomCropFlipTest(TestCase):
             RandomCropFlip(padding=-1)
         with self.assertRaisesRegex(ValueError, "Received: mode='wrap'"):
             RandomCropFlip(mode="wrap")
+        with self.assertRaisesRegex(TypeError, "Received: flip='no'"):
+            RandomCropFlip(flip="no")
+
+    def test_refuses_padding_as_large_as_the_image(self):
+        x, _ = make_images(4, size=6)
+        wide = np.zeros((4, 8, 5, 3), "uint8")
+        for padding, images in ((6, x), (9, x), (5, wide)):
+            aug = RandomCropFlip(padding=padding)
+            size = f"{images.shape[1]}x{images.shape[2]}"
+            message = f"Received: padding={padding}, image size {size}"
+            with self.assertRaisesRegex(ValueError, message):
+                aug.apply_numpy(images, aug.sample(
+                    4, images.shape[1:], np.random.default_rng(0)))
+            with self.assertRaisesRegex(ValueError, message):
+                aug(tf.constant(images))  # The live, TensorFlow path.
+            with self.assertRaisesRegex(ValueError, message):
+                # Before the teacher runs (the pixel teacher would fail on
+                # the wide images anyway).
+                cache_teacher_views(pixel_teacher(), images, views=1,
+                                    augmentation=aug)
+        # One pixel less than the smaller side is still a legal view.
+        aug = RandomCropFlip(padding=4)
+        self.assertEqual(aug.apply_numpy(wide, [[0, 0, 1]] * 4).shape,
+                         wide.shape)
 
 
 class TeacherViewCacheTest(TestCase):
@@ -237,6 +261,10 @@ class TeacherViewCacheTest(TestCase):
     def test_rejects_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "Received: views=0"):
             cache_teacher_views(pixel_teacher(), self.x, views=0)
+        with self.assertRaisesRegex(TypeError, "Received: seed=1.5"):
+            cache_teacher_views(pixel_teacher(), self.x, seed=1.5)
+        with self.assertRaisesRegex(ValueError, "Received: batch_size=0"):
+            cache_teacher_views(pixel_teacher(), self.x, batch_size=0)
         with self.assertRaisesRegex(TypeError, "ViewAugmentation"):
             cache_teacher_views(pixel_teacher(), self.x,
                                 augmentation=keras.layers.RandomFlip())

@@ -378,6 +378,21 @@ class SeveralTeachersTest(TestCase):
             cache.check(distiller=keras_kd.Distiller(
                 teachers={"a": self.t1, "c": self.t2}, student=self.student))
 
+    def test_teachers_with_different_classes_name_each_count(self):
+        t7, _ = make_dense_pair(num_classes=7, seed=2)
+        t7.name = "t7"
+        # The student agrees with the first teacher: the message must not
+        # tell it to take the other's 7 units.
+        for teachers in ([self.t1, t7], {"a": self.t1, "b": t7}):
+            with self.assertRaisesRegex(ValueError, "teachers disagree") as e:
+                keras_kd.Distiller(teachers=teachers, student=self.student)
+            message = str(e.exception)
+            first, second = (("t1", "t7") if isinstance(teachers, list)
+                             else ("a", "b"))
+            self.assertIn(f"teacher {first!r} outputs 10", message)
+            self.assertIn(f"teacher {second!r} outputs 7", message)
+            self.assertNotIn("with 7 units", message)
+
     def test_teacher_and_teachers_together_are_refused(self):
         with self.assertRaisesRegex(ValueError, "not both"):
             keras_kd.Distiller(self.t1, self.student, teachers=[self.t2])
