@@ -85,7 +85,11 @@ def add_parser(subparsers):
         help=f"smoke run: {QUICK['train_samples']} training images, "
         f"{QUICK['epochs']} epochs")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),
-                        help="Keras progress output while training")
+                        help="Keras progress output while training (default: "
+                        "0, one progress line per phase every few seconds)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress lines: the results of each phase "
+                        "only")
     _common.add_common_arguments(parser)
     parser.set_defaults(check=check, run=run)
     return parser
@@ -156,8 +160,18 @@ def train_teacher(x, y, num_classes, epochs, args):
                     SparseCategoricalCrossentropy(from_logits=True))
     with _common.Timer() as timer:
         teacher.fit(x, y, epochs=epochs, batch_size=args.batch_size,
-                    verbose=args.verbose)
+                    verbose=args.verbose,
+                    callbacks=progress("teacher", args))
     return teacher, timer.seconds
+
+
+def progress(name, args):
+    """A progress line every few seconds, unless `--quiet` or `--verbose`
+    (Keras' own progress bar) is given."""
+    from keras_kd.cli import _progress
+
+    quiet = getattr(args, "quiet", False) or getattr(args, "verbose", 0) > 0
+    return _progress.callbacks(name, quiet)
 
 
 def features_of(plan):
@@ -211,7 +225,8 @@ def train_student(method, teacher, x, y, test, num_classes, plan, seed,
     keras.utils.set_random_seed(seed)
     student = build_student(x.shape[1:], num_classes)
     fit = dict(epochs=plan["epochs"], batch_size=args.batch_size,
-               validation_data=test, verbose=args.verbose)
+               validation_data=test, verbose=args.verbose,
+               callbacks=progress(f"seed {seed}, {method}", args))
     with _common.Timer() as timer:
         if method == "scratch":
             student.compile(optimizer="adam", metrics=["accuracy"],
@@ -339,6 +354,10 @@ def run(args):
           f", distilled {means['distilled']:.2%} "
           f"({100 * (means['distilled'] - means['scratch']):+.2f} points)")
 
+    if not args.quiet:
+        print(f"Saving the models and exporting the distilled student "
+              f"(seed {seeds[0]}) to .tflite ({export_label(args.quantize)})"
+              "...", flush=True)
     files = results["files"] = save_and_export(args, teacher, models, x,
                                                test, results)
     print()
@@ -403,10 +422,16 @@ def summary_rows(teacher, models, results):
                      _common.format_size(size(files[method])), time_text))
     tflite = results["tflite"]
     rows.append((f"distilled (seed {results['seeds'][0]}), .tflite "
-                 f"{tflite['quantization']}",
+                 f"{export_label(tflite['quantization'])}",
                  f"{tflite['tflite_accuracy']:.2%}", "-",
                  _common.format_size(tflite["file_size"]), "-"))
     return rows
+
+
+def export_label(quantization):
+    """How a table or a plot names an export: `"none"` is the float32 file;
+    the other modes keep their names ("float16", "dynamic", "int8")."""
+    return "float32" if quantization in (None, "none") else quantization
 
 
 def plot(path, results, args):
@@ -439,7 +464,8 @@ def plot(path, results, args):
     values = [teacher] + [100 * results["mean_accuracy"][m] for m in colors]
     values.append(100 * results["tflite"]["tflite_accuracy"])
     names = ["teacher", "scratch", "distilled", f".tflite, seed "
-             f"{results['seeds'][0]}\n({results['tflite']['quantization']})"]
+             f"{results['seeds'][0]}\n"
+             f"({export_label(results['tflite']['quantization'])})"]
     bars.bar(names, values, color=["black", *colors.values(), "tab:cyan"])
     tops = list(values)
     for i, method in enumerate(colors, start=1):

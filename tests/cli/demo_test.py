@@ -45,10 +45,42 @@ class DemoCommandTest(TestCase):
                     ".tflite"):
             self.assertIn(row, result.stdout)
         self.assertIn("test accuracy", result.stdout)
+        # The unquantized file is named by its precision, not "none".
+        self.assertRegex(result.stdout, r"\.tflite float32 ")
+        self.assertNotIn(".tflite none", result.stdout)
+        # A progress line closes every phase.
+        for phase in ("teacher", "seed 1, scratch", "seed 2, distilled"):
+            self.assertRegex(result.stdout,
+                             rf"{phase}: epoch 2/2 done in \d+ s")
         self.assertRegex(result.stdout, r"Finished in \d+ s")
         self.assertGreater(results["elapsed"], 0)
         # Only keras_kd's own lines on stderr (TF's are silenced).
         self.assertEqual(result.messages, [], result.stderr)
+
+    def test_quiet_and_verbose_turn_the_progress_lines_off(self):
+        import types
+
+        from keras_kd.cli import demo
+
+        def args(**kwargs):
+            return types.SimpleNamespace(**{"quiet": False, "verbose": 0,
+                                            **kwargs})
+
+        self.assertEqual(len(demo.progress("teacher", args())), 1)
+        self.assertEqual(demo.progress("teacher", args(quiet=True)), [])
+        # Keras' own progress bar replaces them.
+        self.assertEqual(demo.progress("teacher", args(verbose=1)), [])
+        from keras_kd.cli import build_parser
+
+        self.assertTrue(build_parser().parse_args(["demo", "--quiet"]).quiet)
+        self.assertFalse(build_parser().parse_args(["demo"]).quiet)
+
+    def test_export_labels(self):
+        from keras_kd.cli import demo
+
+        self.assertEqual(demo.export_label("none"), "float32")
+        for mode in ("float16", "dynamic", "int8"):
+            self.assertEqual(demo.export_label(mode), mode)
 
     def test_missing_dataset_file(self):
         code, _, err = cli.call_main(["demo", "--dataset", "nothere.npz"])
