@@ -91,10 +91,11 @@ class PublicAPITest(TestCase):
     def test_data(self):
         self.assertEqual(
             sorted(keras_kd.data.__all__),
-            ["RandomCropFlip", "TeacherOutputCache", "TeacherViewCache",
-             "TopKTeacherCache", "UNLABELED", "ViewAugmentation",
-             "cache_teacher_outputs", "cache_teacher_views",
-             "densify_top_k", "load_dataset", "mix_labeled_unlabeled",
+            ["OnPolicyData", "RandomCropFlip", "TeacherOutputCache",
+             "TeacherViewCache", "TopKTeacherCache", "UNLABELED",
+             "ViewAugmentation", "cache_teacher_outputs",
+             "cache_teacher_views", "densify_top_k", "generate",
+             "load_dataset", "mix_labeled_unlabeled", "on_policy",
              "teacher_labels"],
         )
 
@@ -102,4 +103,4 @@ class PublicAPITest(TestCase):
         self.assertEqual(sorted(keras_kd.quantization.__all__), [])
 
     def test_students(self):
-        self.assertEqual(sorted(keras_kd.students.__all__), [])
+        self.assertEqual(sorted(keras_kd.students.__all__), ["shrink"])

@@ -2,4 +2,6 @@
 weights (`shrink`), for a student that starts from what the teacher knows.
 """
 
-__all__ = []
+from keras_kd.students.shrink import shrink
+
+__all__ = ["shrink"]
