@@ -91,11 +91,10 @@ class PublicAPITest(TestCase):
     def test_data(self):
         self.assertEqual(
             sorted(keras_kd.data.__all__),
-            ["OnPolicyData", "RandomCropFlip", "TeacherOutputCache",
-             "TeacherViewCache", "TopKTeacherCache", "UNLABELED",
-             "ViewAugmentation", "cache_teacher_outputs",
-             "cache_teacher_views", "densify_top_k", "generate",
-             "load_dataset", "mix_labeled_unlabeled", "on_policy",
+            ["RandomCropFlip", "TeacherOutputCache", "TeacherViewCache",
+             "TopKTeacherCache", "UNLABELED", "ViewAugmentation",
+             "cache_teacher_outputs", "cache_teacher_views",
+             "densify_top_k", "load_dataset", "mix_labeled_unlabeled",
              "teacher_labels"],
         )
 
