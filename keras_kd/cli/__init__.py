@@ -23,12 +23,13 @@ import time
 import warnings
 
 from keras_kd.cli import _common
+from keras_kd.cli import compress
 from keras_kd.cli import demo
 from keras_kd.cli import distill
 from keras_kd.cli import export
 from keras_kd.cli import tune
 
-COMMANDS = (demo, distill, tune, export)
+COMMANDS = (demo, distill, tune, export, compress)
 
 # Errors whose message is meant for the user as it is; others are prefixed
 # with their type.
