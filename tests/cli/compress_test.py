@@ -8,6 +8,7 @@ import pytest
 
 import keras_kd.quantization
 from tests import cli
+from tests.test_case import TestCase
 
 HAS_QUANTIZE_AWARE = hasattr(keras_kd.quantization, "quantize_aware")
 
@@ -111,3 +112,12 @@ class CompressCommandTest(cli.CommandTestCase):
         kept = np.sort(np.argsort(-np.abs(kernel).sum(0))[:8])
         self.assertAllClose(np.asarray(student.get_layer("embedding").kernel),
                             kernel[:, kept])
+
+
+class CompressHelpTest(TestCase):
+    def test_help_shows_defaults_and_an_example(self):
+        code, out, err = cli.call_main(["compress", "--help"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("usage: keras-kd compress", out)
+        self.assertIn("(default: ", out)
+        self.assertRegex(out, r"example:\n  keras-kd compress\b")
