@@ -555,6 +555,11 @@ class Distiller(LossMixin, SavingMixin, BackendSteps, keras.Model):
             validation = kwargs.get("validation_data")
             if validation is not None:
                 kwargs["validation_data"] = self._raw_to_dataset(validation)
+        if "shuffle" not in kwargs and hasattr(x, "element_spec"):
+            # A `tf.data.Dataset` keeps its own order (shuffle it with
+            # `.shuffle(...)`): Keras would warn that its default
+            # `shuffle=True` is ignored.
+            kwargs["shuffle"] = False
         self._check_fit_inputs(x, y, sample_weight)
         hooks = [t for t in self.terms if hasattr(t, "on_epoch_begin")]
         if hooks:

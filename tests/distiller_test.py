@@ -613,3 +613,21 @@ class AtomicSaveTest(TestCase):
             f.truncate(100)
         with self.assertRaisesRegex(ValueError, "damaged|not a valid"):
             keras_kd.load_distiller(path, teacher=teacher)
+
+
+class DatasetShuffleWarningTest(TestCase):
+    def test_a_dataset_trains_in_its_own_order_without_a_warning(self):
+        import warnings
+
+        import tensorflow as tf
+
+        teacher, student = make_dense_pair()
+        x, y = make_data(32)
+        d = keras_kd.Distiller(teacher, student)
+        d.compile(optimizer="adam")
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            d.fit(ds, epochs=1, verbose=0)
+        shuffle = [w for w in caught if "shuffle" in str(w.message)]
+        self.assertEqual(shuffle, [])
