@@ -132,6 +132,13 @@ def add_number(parser, flag, kind, **kwargs):
 # Arguments shared by several subcommands.
 
 
+def export_label(quantization):
+    """How tables, plots and messages name an export: `"none"` is the
+    float32 file; the other modes keep their names ("float16", "dynamic",
+    "int8")."""
+    return "float32" if quantization in (None, "none") else quantization
+
+
 def add_common_arguments(parser):
     add_number(parser, "--seed", "non_negative_int", default=0,
                help="random seed of weights and shuffling")

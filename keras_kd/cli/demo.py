@@ -428,10 +428,7 @@ def summary_rows(teacher, models, results):
     return rows
 
 
-def export_label(quantization):
-    """How a table or a plot names an export: `"none"` is the float32 file;
-    the other modes keep their names ("float16", "dynamic", "int8")."""
-    return "float32" if quantization in (None, "none") else quantization
+export_label = _common.export_label
 
 
 def plot(path, results, args):

@@ -117,6 +117,8 @@ def run(args):
                                  unlabeled=False)
 
     quiet = not args.debug
+    print(f"Converting {args.student} to LiteRT "
+          f"({_common.export_label(args.quantize)})...", flush=True)
     with _common.Timer() as timer, _common.native_output_silenced(quiet):
         export.export_student(
             student, _common.make_parent(output),
@@ -125,10 +127,12 @@ def run(args):
             representative_steps=args.representative_steps,
             int8_io=args.int8_io)
     print(f"Wrote {output} ({_common.format_size(_common.file_size(output))}"
-          f", {args.quantize}) in {timer.seconds:.1f} s")
+          f", {_common.export_label(args.quantize)}) in {timer.seconds:.1f} s")
     if evaluation is None:
         print("Pass --eval-data DATA for a parity report with accuracies.")
         return 0
+    print(f"Comparing the file with the Keras model on {len(evaluation[0])} "
+          "examples...", flush=True)
     with _common.native_output_silenced(quiet):
         report = export.parity_report(student, output, evaluation,
                                       max_examples=args.max_examples,
