@@ -240,6 +240,8 @@ def export_rows(args, student, data, x):
         order = np.random.default_rng(args.seed).permutation(len(x))
         representative = x[order[:100]]
     quiet = not args.debug
+    print(f"Exporting the student to {args.tflite} "
+          f"({_common.export_label(args.quantize)})...", flush=True)
     with _common.native_output_silenced(quiet):
         export.export_student(student, _common.make_parent(args.tflite),
                               quantization=args.quantize,
@@ -252,7 +254,8 @@ def export_rows(args, student, data, x):
                                           latency_runs=20)
         print(report)
         accuracy = report.tflite_accuracy
-    return [(f"student (.tflite, {args.quantize})", accuracy, None,
+    return [(f"student (.tflite, {_common.export_label(args.quantize)})",
+             accuracy, None,
              _common.file_size(args.tflite), None)]
 
 
