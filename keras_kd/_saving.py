@@ -8,6 +8,7 @@ import contextvars
 
 import keras
 
+from keras_kd import lora
 from keras_kd.utils import io
 from keras_kd.utils import keras_compat
 
@@ -97,6 +98,16 @@ class SavingMixin:
             return names
         return [n for n in names if n not in _TEACHER_ATTRIBUTES]
 
+    @property
+    def _lora_state(self):
+        # The student's unmerged LoRA kernels and factors in the file; a
+        # private name, so Keras' saving walk visits it after the student.
+        state = self.__dict__.get("_lora_state_cache")
+        if state is None or state._model is not self.student:
+            state = lora.LoraState(self.student, name="lora_state")
+            object.__setattr__(self, "_lora_state_cache", state)
+        return state
+
     def get_config(self):
         teachers = []
         for model, path in zip(self._teacher_models, self._teacher_paths):
@@ -108,12 +119,12 @@ class SavingMixin:
             teacher, teachers = None, dict(zip(self.teacher_names, teachers))
         else:
             teacher, teachers = teachers[0], None
-        return {
+        config = {
             "name": self.name,
             "trainable": self.trainable,
             "teacher": teacher,
             "teachers": teachers,
-            "student": keras.saving.serialize_keras_object(self.student),
+            "student": _serialize_student(self.student),
             "alpha": self._alpha_given,
             "temperature": self._initial_temperature,
             "features": [
@@ -138,6 +149,10 @@ class SavingMixin:
             "augmentation": _serialize_optional(self.augmentation),
             "save_teacher": self.save_teacher,
         }
+        student_lora = lora.lora_config(self.student)
+        if student_lora is not None:
+            config["student_lora"] = student_lora
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -173,9 +188,17 @@ class SavingMixin:
                     "`.keras` file; or save with "
                     "`Distiller(..., save_teacher=True)`."
                 )
+        student_lora = config.pop("student_lora", None)
+        if isinstance(config.get("student"), dict):
+            # A KerasHub task compiles itself; its own compile state is no
+            # part of the Distiller's (and reloading it would warn).
+            config["student"] = dict(config["student"])
+            config["student"].pop("compile_config", None)
         for key in ("student", "teacher_preprocessing",
                     "student_preprocessing", "augmentation", "preprocessor"):
             config[key] = load(config.get(key))
+        # LoRA before the Distiller collects the trainable weights.
+        lora.restore_lora(config["student"], student_lora)
         for key in ("features", "terms"):
             if config.get(key) is not None:
                 config[key] = [load(m) for m in config[key]]
@@ -214,6 +237,12 @@ def load_distiller(path, teacher=None, custom_objects=None, compile=True):
         )
     finally:
         _TEACHER_FOR_LOADING.reset(token)
+
+
+def _serialize_student(student):
+    config = keras.saving.serialize_keras_object(student)
+    config.pop("compile_config", None)
+    return config
 
 
 def _serialize_optional(obj):
