@@ -91,15 +91,29 @@ class PublicAPITest(TestCase):
     def test_data(self):
         self.assertEqual(
             sorted(keras_kd.data.__all__),
-            ["RandomCropFlip", "TeacherOutputCache", "TeacherViewCache",
-             "TopKTeacherCache", "UNLABELED", "ViewAugmentation",
-             "cache_teacher_outputs", "cache_teacher_views",
-             "densify_top_k", "load_dataset", "mix_labeled_unlabeled",
+            ["OnPolicyData", "RandomCropFlip", "TeacherOutputCache",
+             "TeacherViewCache", "TopKTeacherCache", "UNLABELED",
+             "ViewAugmentation", "cache_teacher_outputs",
+             "cache_teacher_views", "densify_top_k", "generate",
+             "load_dataset", "mix_labeled_unlabeled", "on_policy",
              "teacher_labels"],
         )
 
     def test_quantization(self):
-        self.assertEqual(sorted(keras_kd.quantization.__all__), [])
+        self.assertEqual(
+            sorted(keras_kd.quantization.__all__),
+            [
+                "FakeQuant",
+                "QuantizeWrapper",
+                "SUPPORTED_LAYERS",
+                "calibrate",
+                "fake_quant",
+                "fake_quant_weights",
+                "is_quantize_aware",
+                "nudged_range",
+                "quantize_aware",
+            ],
+        )
 
     def test_students(self):
         self.assertEqual(sorted(keras_kd.students.__all__), ["shrink"])
