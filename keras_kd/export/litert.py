@@ -69,12 +69,17 @@ def export_student(
             (dynamic-range int8: int8 weights of at least 1024 elements,
             activations quantized on the fly) or `"int8"` (full-integer:
             int8 weights and activations calibrated on
-            `representative_data`). Defaults to `"none"`.
+            `representative_data`). A quantize-aware student (from
+            `keras_kd.quantization.quantize_aware`) gets `"int8"` from its
+            own weight and trained activation ranges, with no
+            `representative_data`, on every backend (JAX and PyTorch
+            convert in a TensorFlow subprocess). Defaults to `"none"`.
         representative_data: Inputs used to calibrate `"int8"`, ideally
             taken from the distillation data: a NumPy array or tensor, an
             `(x, y)` tuple (labels are ignored), a `tf.data.Dataset` or an
-            iterable of batches. Required for `"int8"`, ignored (with a
-            warning) otherwise. Defaults to `None`.
+            iterable of batches. Required for `"int8"` (except for a
+            quantize-aware student, which ignores it with a warning),
+            ignored (with a warning) otherwise. Defaults to `None`.
         representative_steps: Positive integer, the maximum number of
             calibration batches fed to the converter. Each holds one example
             (or the student's fixed batch size). Defaults to `100`.
@@ -114,6 +119,17 @@ def export_student(
     )
     if validation.check_bool("int8_io", int8_io) and quantization != "int8":
         raise int8_io_error(quantization)
+    if quantization == "int8" and _is_quantize_aware(student):
+        if representative_data is not None:
+            warnings.warn(
+                QUANTIZE_AWARE_DATA_MESSAGE, UserWarning, stacklevel=2
+            )
+        if input_signature is None:
+            input_signature = _input_signature(student)
+        _single_input_spec(input_signature)
+        with io.atomic_path(path) as temp_path:
+            _export_quantize_aware(student, temp_path, input_signature, int8_io)
+        return path
     if quantization == "int8" and representative_data is None:
         raise missing_representative_data_error()
     if quantization != "int8" and representative_data is not None:
@@ -169,6 +185,144 @@ def export_student(
     with io.atomic_path(path) as temp_path:
         convert(temp_path)
     return path
+
+
+QUANTIZE_AWARE_DATA_MESSAGE = (
+    "Argument `representative_data` is ignored: the student is "
+    "quantize-aware (`keras_kd.quantization.quantize_aware`), so its int8 "
+    "ranges are the trained ones stored in the model."
+)
+
+
+def _is_quantize_aware(student):
+    from keras_kd.quantization import layers as qlayers
+
+    return qlayers.is_quantize_aware(student)
+
+
+def _quantize_aware_options(tf, int8_io):
+    # The FakeQuant ops carry every range: no representative dataset (the
+    # int8-only op set would demand one; `_check_full_integer` checks the
+    # result instead).
+    options = {
+        "optimizations": [tf.lite.Optimize.DEFAULT],
+        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]},
+    }
+    if int8_io:
+        options["inference_input_type"] = tf.int8
+        options["inference_output_type"] = tf.int8
+    return options
+
+
+def _export_quantize_aware(student, path, input_signature, int8_io):
+    """Writes a full-integer file from a quantize-aware student's ranges.
+
+    The quantize-aware layers emit TensorFlow's FakeQuant ops while the
+    model is traced, which only the TensorFlow backend can do. On JAX and
+    PyTorch the student is saved as `.keras` and converted by a TensorFlow
+    subprocess.
+    """
+    if keras.backend.backend() != "tensorflow":
+        _export_in_tensorflow_process(student, path, int8_io)
+        return
+    import tensorflow as tf
+
+    from keras_kd.quantization import layers as qlayers
+
+    options = _quantize_aware_options(tf, int8_io)
+    try:
+        with qlayers.export_constants(student):
+            student.export(
+                path,
+                format="litert",
+                verbose=False,
+                input_signature=input_signature,
+                **options,
+            )
+    except Exception as error:
+        if type(error).__name__ != "ConverterError":
+            raise
+        ops, details = _summarize_converter_error(str(error))
+        raise unsupported_ops_error(
+            student.name, "int8", ops, details
+        ) from error
+    _check_full_integer(student.name, path, int8_io)
+
+
+def float_tensors(path):
+    """Names of the float tensors of a `.tflite` file other than its float
+    inputs and outputs, or `None` without a LiteRT interpreter."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    import numpy as np
+
+    interpreter = Interpreter(model_path=path)
+    io_indices = {
+        d["index"]
+        for d in interpreter.get_input_details()
+        + interpreter.get_output_details()
+    }
+    return [
+        t["name"]
+        for t in interpreter.get_tensor_details()
+        if np.dtype(t["dtype"]).kind == "f" and t["index"] not in io_indices
+    ]
+
+
+def _check_full_integer(name, path, int8_io):
+    names = float_tensors(path)
+    if names:
+        warnings.warn(
+            f"The int8 file of the quantize-aware student {name!r} still "
+            f"holds {len(names)} float tensors ({', '.join(names[:5])}): a "
+            "layer's output has no trained range. Please report the layer "
+            "types of the student.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+_SUBPROCESS_EXPORT = """
+import sys
+import keras
+import keras_kd
+from keras_kd.export import litert
+model = keras.saving.load_model(sys.argv[1], compile=False)
+litert._export_quantize_aware(
+    model, sys.argv[2], litert._input_signature(model), sys.argv[3] == "1")
+"""
+
+
+def _export_in_tensorflow_process(student, path, int8_io):
+    import importlib.util
+    import subprocess
+    import sys
+
+    backend = keras.backend.backend()
+    if importlib.util.find_spec("tensorflow") is None:
+        raise export_backend_error(backend, missing_tensorflow=True)
+    with tempfile.TemporaryDirectory() as folder:
+        saved = os.path.join(folder, "student.keras")
+        student.save(saved)
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        result = subprocess.run(
+            [sys.executable, "-c", _SUBPROCESS_EXPORT, saved, path,
+             "1" if int8_io else "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise RuntimeError(
+            f"Converting the quantize-aware student {student.name!r} with "
+            f"TensorFlow (from the {backend!r} backend) failed. No file was "
+            "written. Last lines of the TensorFlow process: "
+            + " | ".join(lines[-5:])
+        )
 
 
 def _get_student(model):

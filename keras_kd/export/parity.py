@@ -41,6 +41,10 @@ class ParityReport:
         latency_runs: Integer, timed calls behind `latency_ms`.
         input_dtype: String, dtype the `.tflite` input takes.
         input_shape: Tuple, input shape of the `.tflite` model.
+        max_diff_steps: Float, `max_abs_diff` in quantization steps of the
+            output (its int8 scale), or `None` when the output scale is not
+            known: for a quantize-aware student (the scale of its output
+            `FakeQuant`) or an int8 output tensor.
     """
 
     path: str
@@ -57,6 +61,7 @@ class ParityReport:
     latency_runs: int
     input_dtype: str
     input_shape: tuple
+    max_diff_steps: float | None = None
 
     @property
     def accuracy_delta(self):
@@ -95,6 +100,12 @@ class ParityReport:
             ("top-1 agreement", percent(self.top1_agreement)),
             ("max |logit diff|", f"{self.max_abs_diff:.3g}"),
             ("mean |logit diff|", f"{self.mean_abs_diff:.3g}"),
+        ]
+        if self.max_diff_steps is not None:
+            rows.append(
+                ("max diff, int8 steps", f"{self.max_diff_steps:.2f}")
+            )
+        rows += [
             (
                 "latency, 1 example",
                 f"{_duration(self.latency_ms)} (median of "
@@ -196,7 +207,31 @@ def parity_report(
         latency_runs=latency_runs,
         input_dtype=runner.input_dtype.name,
         input_shape=runner.input_shape,
+        max_diff_steps=_diff_steps(difference.max(), student, runner),
     )
+
+
+def _output_scale(student, runner):
+    """The int8 step of the output: the quantize-aware student's output
+    `FakeQuant`, else the file's int8 output tensor, else `None`."""
+    from keras_kd.quantization import layers as qlayers
+
+    outputs = getattr(student, "outputs", None) or []
+    if len(outputs) == 1:
+        history = getattr(outputs[0], "_keras_history", None)
+        layer = getattr(history, "operation", None)
+        if isinstance(layer, qlayers.FakeQuant):
+            return layer.scale()
+    if runner.output_quantization is not None:
+        return float(runner.output_quantization[0])
+    return None
+
+
+def _diff_steps(max_abs_diff, student, runner):
+    scale = _output_scale(student, runner)
+    if not scale:
+        return None
+    return float(max_abs_diff) / scale
 
 
 def _sparse_labels(y, logits_shape):

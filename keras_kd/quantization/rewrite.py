@@ -20,7 +20,6 @@ _PASS_THROUGH = (
 # Layers whose output gets a quantization point of its own.
 _REQUANTIZE = (
     "Add",
-    "AveragePooling2D",
     "Concatenate",
     "GlobalAveragePooling2D",
 )
@@ -54,7 +53,8 @@ def quantize_aware(
     (asymmetric int8 with a zero point) where LiteRT quantizes them: at the
     input, after each convolution, `Dense` or fused block (convolution, batch
     norm, ReLU/ReLU6), before and after hard-swish, after `Add`,
-    `Concatenate` and average pooling, and at the output. Their ranges are
+    `Concatenate` and global average pooling, and at the output (the inputs
+    of a `Concatenate` take its range, as LiteRT gives them). Ranges are
     calibrated on `representative_data` (or taken from the first training
     batch), then tracked with a moving average while training. Gradients go
     straight through the rounding (zero outside a range).
@@ -126,8 +126,14 @@ def quantize_aware(
         a FakeQuant: yes unless only a fusable activation reads it."""
         last = folded.get(id(layer), layer)
         readers = consumers.get(id(last), [])
+        if len(readers) != 1:
+            return True
+        # LiteRT fuses ReLU/ReLU6 into the op, and gives the inputs of a
+        # concatenation the output's scale when only it reads them.
+        reader = readers[0]
         return not (
-            len(readers) == 1 and _fusable_activation(readers[0])
+            _fusable_activation(reader)
+            or type(reader).__name__ == "Concatenate"
         )
 
     copies = []  # (new wrapper, old layer, old batch norm)
@@ -155,7 +161,11 @@ def quantize_aware(
         if kind in _ACTIVATION_LAYERS and _activation_of(layer) == "hard_silu":
             # LiteRT's HARD_SWISH takes a quantized input of its own.
             pre = qlayers.FakeQuant(ema_decay, name=f"{layer.name}_in_quant")
+            if not quantized_after(layer):
+                return lambda x, **k: clone(pre(x), **k)
             return lambda x, **k: quantizer(clone(pre(x), **k))
+        if not quantized_after(layer):
+            return clone
         return lambda *a, **k: quantizer(clone(*a, **k))
 
     inputs = [
