@@ -547,7 +547,12 @@ class Distiller(LossMixin, SavingMixin, BackendSteps, keras.Model):
             )
         self.alpha = float(ops.convert_to_numpy(self._alpha))
         self.temperature = float(ops.convert_to_numpy(self._temperature))
-        if self._preprocessor is not None:
+        on_policy = getattr(x, "_keras_kd_callbacks", None)
+        if on_policy is not None:
+            # `keras_kd.data.on_policy`: its callback generates each batch
+            # right before the step (token ids, no preprocessor).
+            callbacks = list(callbacks or []) + on_policy(self)
+        elif self._preprocessor is not None:
             x = _pipeline.preprocessed(
                 self._preprocessor, x, y, sample_weight, batch_size,
                 shuffle=kwargs.get("shuffle", True))
@@ -617,6 +622,13 @@ class Distiller(LossMixin, SavingMixin, BackendSteps, keras.Model):
 
     def call(self, inputs, training=None):
         """Returns the student's logits."""
+        if isinstance(inputs, dict) and "_on_policy" in inputs:
+            # An on-policy batch (`keras_kd.data.on_policy`) seen by Keras'
+            # symbolic build: its generation instructions are not inputs.
+            inputs = {k: v for k, v in inputs.items() if k != "_on_policy"}
+            if "token_ids" in inputs and not isinstance(
+                    self.student.input, dict):
+                inputs = inputs["token_ids"]
         inputs = _apply(self.student_preprocessing, inputs)
         return self.student(inputs, training=training)
 

@@ -12,6 +12,11 @@
 - `teacher_labels` / `densify_top_k`: soft labels, top-k logits and
   pseudo-labels from the teacher.
 - `mix_labeled_unlabeled`: labeled and unlabeled samples in one batch.
+- `on_policy` / `OnPolicyData`: language-model batches completed by the
+  current student for a fraction `lmbda` of them (GKD, on-policy
+  distillation), by the teacher (`seq_kd=True`) or taken from the data,
+  with the prompt masked; `generate` samples completions from a causal LM
+  with the same seeded sampler.
 """
 
 from keras_kd.data import topk  # noqa: F401  (keras_kd.data.topk)
@@ -19,6 +24,9 @@ from keras_kd.data.cache import TeacherOutputCache
 from keras_kd.data.cache import cache_teacher_outputs
 from keras_kd.data.mixing import UNLABELED
 from keras_kd.data.mixing import mix_labeled_unlabeled
+from keras_kd.data.on_policy import OnPolicyData
+from keras_kd.data.on_policy import generate
+from keras_kd.data.on_policy import on_policy
 from keras_kd.data.sources import load_dataset
 from keras_kd.data.teacher_labels import densify_top_k
 from keras_kd.data.teacher_labels import teacher_labels
@@ -29,6 +37,7 @@ from keras_kd.data.views import ViewAugmentation
 from keras_kd.data.views import cache_teacher_views
 
 __all__ = [
+    "OnPolicyData",
     "UNLABELED",
     "RandomCropFlip",
     "TeacherOutputCache",
@@ -38,7 +47,9 @@ __all__ = [
     "cache_teacher_outputs",
     "cache_teacher_views",
     "densify_top_k",
+    "generate",
     "load_dataset",
     "mix_labeled_unlabeled",
+    "on_policy",
     "teacher_labels",
 ]
