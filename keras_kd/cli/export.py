@@ -10,7 +10,9 @@ DESCRIPTION = """\
 Writes the student saved in STUDENT.keras to a LiteRT (.tflite) file with
 built-in ops only, in one of four quantization modes: none (float32),
 float16 (float16 weights), dynamic (int8 weights, float math) or int8
-(full-integer, calibrated on --representative-data). Then runs the file in
+(full-integer, calibrated on --representative-data; a quantize-aware
+student from `distill --quantize-aware` needs none: its trained ranges are
+used). Then runs the file in
 the LiteRT interpreter next to the Keras model and prints a parity report:
 accuracies (with labels), top-1 agreement, logit differences, file size and
 latency."""
@@ -32,9 +34,11 @@ def add_parser(subparsers):
         "--output", metavar="PATH.tflite",
         help="the file to write (default: STUDENT.tflite next to "
         "STUDENT.keras, or STUDENT_<quantize>.tflite when quantized)")
-    parser.add_argument("--quantize", default="none",
+    parser.add_argument("--quantize", "--quantization", dest="quantize",
+                        default="none",
                         choices=_common.QUANTIZATION_MODES,
-                        help="quantization mode")
+                        help="quantization mode (--quantization is the same "
+                        "flag)")
     parser.add_argument(
         "--representative-data", metavar="DATA",
         help="calibration inputs for int8, read like --data of `distill` "
@@ -63,16 +67,25 @@ def default_output(student_path, quantize):
     return stem + ("" if quantize == "none" else f"_{quantize}") + ".tflite"
 
 
+def missing_representative_data_error():
+    return _common.requires_error(
+        "--quantize int8", "`--representative-data DATA` to calibrate "
+        "the int8 ranges (or a quantize-aware student, from `keras-kd "
+        "distill --quantize-aware`)", "--quantize=int8 without "
+        "--representative-data")
+
+
+def _is_quantize_aware(student):
+    from keras_kd.quantization import layers
+
+    return layers.is_quantize_aware(student)
+
+
 def check(args):
     """Checks the files and outputs before anything is imported or read."""
     output = args.output or default_output(args.student, args.quantize)
     _common.check_suffix("--output", output, ".tflite")
     _common.check_exists("STUDENT.keras", args.student)
-    if args.quantize == "int8" and not args.representative_data:
-        raise _common.requires_error(
-            "--quantize int8", "`--representative-data DATA` to calibrate "
-            "the int8 ranges", "--quantize=int8 without "
-            "--representative-data")
     if args.int8_io and args.quantize != "int8":
         raise _common.requires_error(
             "--int8-io", "`--quantize int8`", f"--quantize={args.quantize}")
@@ -87,6 +100,10 @@ def run(args):
 
     output = args.output or default_output(args.student, args.quantize)
     student = _common.load_model("STUDENT.keras", args.student)
+    quantize_aware = _is_quantize_aware(student)
+    if (args.quantize == "int8" and not args.representative_data
+            and not quantize_aware):
+        raise missing_representative_data_error()
     image_shape = _common.image_shape_of(student, args.image_size)
     representative = None
     if args.representative_data:
@@ -97,7 +114,7 @@ def run(args):
                              data.train[0])
         x = data.train[0]
         _common.check_finite("--representative-data", x)
-        if args.quantize == "int8":
+        if args.quantize == "int8" and not quantize_aware:
             import numpy as np
 
             order = np.random.default_rng(args.seed).permutation(len(x))
