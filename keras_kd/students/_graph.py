@@ -442,7 +442,7 @@ def activation_scores(analysis, groups, data):
     sums = [0.0] * len(tensors)
     count = [0] * len(tensors)
     for batch in _iterate(data):
-        outs = probe.predict_on_batch(batch)
+        outs = probe(batch, training=False)
         if len(tensors) == 1 and not isinstance(outs, (list, tuple)):
             outs = [outs]
         for i, out in enumerate(outs):
@@ -687,10 +687,12 @@ def block_scores(analysis, blocks, data):
     probe = keras.Model(analysis.graph._inputs_struct, tensors)
     total, count = np.zeros(len(blocks)), 0
     for batch in _iterate(data):
-        outs = probe.predict_on_batch(batch)
+        outs = probe(batch, training=False)
+        outs = [np.asarray(keras.ops.convert_to_numpy(o), "float64")
+                for o in outs]
         for i in range(len(blocks)):
-            x = np.asarray(outs[2 * i], "float64").reshape(len(outs[0]), -1)
-            y = np.asarray(outs[2 * i + 1], "float64").reshape(len(x), -1)
+            x = outs[2 * i].reshape(len(outs[0]), -1)
+            y = outs[2 * i + 1].reshape(len(x), -1)
             cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1)
                                     * np.linalg.norm(y, axis=1) + 1e-12)
             total[i] += (1.0 - cos).sum()

@@ -82,8 +82,9 @@ def shrink(teacher, depth=None, width=None, importance_data=None, keep=None):
     Returns:
         A new model (Sequential for a Sequential teacher, Functional for a
         Functional one, the teacher's KerasHub class with a smaller config),
-        serialisable as any Keras model. `shrink(teacher)` computes exactly
-        the teacher's outputs.
+        serialisable as any Keras model, with every layer trainable (even
+        if the teacher was frozen, as a `Distiller` freezes it).
+        `shrink(teacher)` computes exactly the teacher's outputs.
 
     Raises:
         ValueError: For an argument out of range, or a layer or topology
@@ -127,6 +128,20 @@ def shrink(teacher, depth=None, width=None, importance_data=None, keep=None):
                 "`{layer_name: fraction or count}`, or None. Received: "
                 f"width={width!r}")
         width = float(width)
+    student = _shrink(teacher, depth, width, importance_data, keep)
+    # Trainable whatever the teacher's flags (a Distiller freezes its
+    # teacher, and those flags are part of each layer's config).
+    _make_trainable(student)
+    return student
+
+
+def _make_trainable(model):
+    model.trainable = True
+    for layer in getattr(model, "layers", ()):
+        _make_trainable(layer)
+
+
+def _shrink(teacher, depth, width, importance_data, keep):
     if _hub.is_hub_model(teacher):
         return _hub.shrink(teacher, depth, width, importance_data, keep,
                            _select)

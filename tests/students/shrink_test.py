@@ -78,6 +78,13 @@ class DenseTest(TestCase):
         self.assertAllClose(student.predict(x, verbose=0),
                             teacher.predict(x, verbose=0), atol=0)
 
+    def test_student_of_a_frozen_teacher_is_trainable(self):
+        teacher = self._teacher()
+        teacher.trainable = False  # as a Distiller leaves it
+        student = shrink(teacher, width=0.5)
+        self.assertEqual(len(student.trainable_weights), 4)
+        self.assertFalse(teacher.trainable)
+
     def test_saves_and_loads(self):
         student = shrink(self._teacher(), width=0.5)
         path = os.path.join(self.get_temp_dir(), "s.keras")
