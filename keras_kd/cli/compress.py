@@ -244,7 +244,8 @@ def run(args):
              _common.file_size(args.teacher), None),
             ("student (shrunk, before training)", shrunk_accuracy,
              shrunk_params, None, None),
-            ("student (distilled)", _accuracy(student, data),
+            ("student (distilled" + (", quantize-aware)" if quantize_aware
+                                     else ")"), _accuracy(student, data),
              student.count_params(), _common.file_size(keras_output(args)),
              seconds)]
     if data.evaluation is not None:

@@ -50,6 +50,23 @@ class CompressCommandTest(cli.CommandTestCase):
         self.assertNotIn("Epoch", result.stdout)
         self.assertIn("student (distilled)", result.stdout)
 
+    @pytest.mark.slow
+    @pytest.mark.skipif(not HAS_QUANTIZE_AWARE,
+                        reason="keras_kd.quantization.quantize_aware is not "
+                        "available yet")
+    def test_quantize_aware_end_to_end(self):
+        out = self.get_temp_dir()
+        result = cli.run_cli([
+            "compress", self.models["teacher"], "--data", "digits",
+            "--width", "0.5", "--epochs", "1", "--qat-epochs", "1",
+            "--quantize-aware", "--output", "q.tflite"], cwd=out)
+        self.assertEqual(result.returncode, 0, str(result))
+        for line in ("[4/6] quantize-aware: 1 epoch(s), alpha=0",
+                     "[5/6] export: int8", "LiteRT parity report",
+                     "student (distilled, quantize-aware)"):
+            self.assertIn(line, result.stdout)
+        self.assertTrue(os.path.exists(os.path.join(out, "q.tflite")))
+
     def test_needs_depth_or_width(self):
         code, _, err = cli.call_main([
             "compress", self.models["teacher"], "--data", "digits",
