@@ -289,11 +289,7 @@ class Analysis:
                 group = _union(pure, layer)
                 self.maps[id(outs[0])] = self._new_map(outs[0], group)
                 return
-            if all(len(m) == len(in_maps[0]) and all(
-                    a.root() is b.root() for a, b in zip(m.groups,
-                                                          in_maps[0].groups))
-                    and np.array_equal(m.index, in_maps[0].index)
-                    for m in in_maps):
+            if all(_same_map(m, in_maps[0]) for m in in_maps):
                 self.maps[id(outs[0])] = in_maps[0]
                 return
             kind = None
@@ -425,10 +421,15 @@ def _iterate(data, batch_size=64):
         yield data[i:i + batch_size]
 
 
+def _same_map(a, b):
+    return len(a) == len(b) and np.array_equal(a.index, b.index) and all(
+        g.root() is h.root() for g, h in zip(a.groups, b.groups))
+
+
 def _mean_abs(values):
     a = np.abs(np.asarray(keras.ops.convert_to_numpy(values), "float64"))
-    return a.reshape(-1, a.shape[-1]).sum(0), a.reshape(-1, a.shape[-1]
-                                                         ).shape[0]
+    a = a.reshape(-1, a.shape[-1])
+    return a.sum(0), a.shape[0]
 
 
 def activation_scores(analysis, groups, data):

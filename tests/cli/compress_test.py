@@ -102,16 +102,6 @@ class CompressCommandTest(cli.CommandTestCase):
         self.assertEqual(code, 2)
         self.assertIn("has none", err)
 
-    @pytest.mark.skipif(HAS_QUANTIZE_AWARE,
-                        reason="quantize_aware is available")
-    def test_quantize_aware_not_available_yet(self):
-        code, _, err = cli.call_main([
-            "compress", self.models["teacher"], "--data", self.npz,
-            "--width", "0.5", "--quantize-aware", "--output",
-            os.path.join(self.get_temp_dir(), "s.tflite")])
-        self.assertEqual(code, 2)
-        self.assertIn("`--quantize-aware` is not available yet", err)
-
     @pytest.mark.slow
     def test_importance_samples_zero_uses_magnitude(self):
         out = self.get_temp_dir()
