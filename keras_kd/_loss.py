@@ -109,6 +109,10 @@ class LossMixin:
         total = self._guard_variables(total)
         terms["loss"] = (total, count)
         terms[POSITIONS_KEY] = (weights, mask)
+        if getattr(self.student, "fused", False) is True:
+            # A `keras_kd.fused.FusedStudent` outputs hidden states and never
+            # forms its logits: the metrics get its argmax ids.
+            logits = self.student.predicted_ids(logits)
         return total, terms, logits
 
     def _position_weights(self, logits, labels, sample_weight,
@@ -198,8 +202,12 @@ class LossMixin:
         weights and masks the loss computed (`terms[POSITIONS_KEY]`)."""
         weights, mask = terms[POSITIONS_KEY]
         teacher_logits = [outputs[0] for outputs in teacher]
+        # A `keras_kd.fused.FusedStudent` gives its argmax ids.
+        agreement = self.student.teacher_agreement if getattr(
+            self.student, "fused", False) is True else None
         self.teacher_agreement_tracker.update_state(
-            _agreement(logits, teacher_logits, self.outputs),
+            _agreement(logits, teacher_logits, self.outputs)
+            if agreement is None else agreement(logits, teacher_logits),
             sample_weight=weights,
         )
         if type(self).compute_metrics is LossMixin.compute_metrics:

@@ -44,6 +44,13 @@ class SavingMixin:
         for term in self.terms:
             if hasattr(term, "set_label_loss"):
                 term.set_label_loss(loss)
+        if metrics and getattr(self.student, "fused", False) is True:
+            raise ValueError(
+                "A `keras_kd.fused.FusedStudent` never forms its full logits, "
+                "so compiled metrics (which read them) cannot run; the "
+                "Distiller logs `teacher_agreement` and every term. Received: "
+                f"metrics={metrics!r}. Evaluate `student.model` for them."
+            )
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             metrics = [metrics]
         super().compile(optimizer=optimizer, loss=None, metrics=metrics,

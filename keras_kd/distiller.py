@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_kd import _inputs
+from keras_kd import fused as _fused
 from keras_kd._loss import LABELS_KEY  # noqa: F401  (public keys)
 from keras_kd._loss import TEACHER_FEATURES_KEY
 from keras_kd._loss import TEACHER_LOGITS_KEY
@@ -371,6 +372,7 @@ class Distiller(LossMixin, SavingMixin, BackendSteps, keras.Model):
                 )
             term._attach(self.outputs, self._temperature,
                          max(1, (self._output_rank or 2) - 1))
+            _fused.attach(term, self.student)  # `keras_kd.fused` terms
         names = [term.log_name for term in self.terms]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
