@@ -1,4 +1,5 @@
-"""The `keras-kd` command line: `demo`, `distill`, `tune` and `export`.
+"""The `keras-kd` command line: `demo`, `distill`, `tune`, `export` and
+`compress`.
 
 `main(argv=None) -> int` parses the arguments, runs one subcommand and
 returns the exit status: 0 on success, 2 on bad usage (argparse errors and
@@ -14,6 +15,7 @@ examples:
   keras-kd demo
   keras-kd distill teacher.keras student.keras --data digits --tflite s.tflite
   python -m keras_kd export s.keras --quantize int8 --representative-data digits
+  keras-kd compress teacher.keras --data digits --width 0.5 --output s.tflite
 ```
 """
 

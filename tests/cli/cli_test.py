@@ -19,7 +19,7 @@ from keras_kd.cli import _common
 from tests import cli
 from tests.test_case import TestCase
 
-COMMANDS = ("demo", "distill", "tune", "export")
+COMMANDS = ("demo", "distill", "tune", "export", "compress")
 MODELS = ["t.keras", "s.keras", "--data", "digits"]
 
 # Numbers out of range: `(command arguments, message)`. Each is refused
@@ -119,8 +119,8 @@ class MainTest(TestCase):
                                       "--quantize", "int4"])
         self.assertEqual(code, 2)
         self.assertEqual(len(err.splitlines()), 1)
-        self.assertIn("keras-kd export: error: argument --quantize: invalid "
-                      "choice: 'int4'", err)
+        self.assertIn("keras-kd export: error: argument "
+                      "--quantize/--quantization: invalid choice: 'int4'", err)
 
     def test_bad_number_is_one_line(self):
         code, _, err = cli.call_main(["demo", "--seeds", "0"])
