@@ -11,8 +11,12 @@ answer itself, so one wrong digit changes what it conditions on next
 student's greedy answers on held-out problems. Nothing is downloaded. Run
 `python examples/on_policy_distillation.py`, or `--quick` for a smoke run.
 
-Expected output: see the last section (numbers of one run on 2 shared CPU
-cores).
+Expected output (JAX backend; 83 s from start to end, 74 s of CPU time, on
+2 CPU cores shared with other jobs, load average 3-5): teacher exact match
+1.000 (20 epochs); student alone 0.010, student distilled on its own
+samples (on-policy reverse KL, 6 epochs each) 0.096. One seed: the
+benchmark (`benchmarks/on_policy_benchmark.py`, three-digit operands, 3
+seeds) shows how much such numbers vary between seeds.
 """
 
 """

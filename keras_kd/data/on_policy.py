@@ -376,7 +376,15 @@ class _OnPolicySteps(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.data.distiller
-        self._plain = plain = model.train_function
+        if model.steps_per_execution != 1:
+            raise ValueError(
+                "On-policy batches are generated one step at a time: compile "
+                "the Distiller with `steps_per_execution=1`. Received: "
+                f"steps_per_execution={model.steps_per_execution}")
+        # A `fit` that stopped on an error left its wrapper in place.
+        plain = getattr(model.train_function, "_keras_kd_plain",
+                        model.train_function)
+        self._plain = plain
         data = self.data
         backend = keras.backend.backend()
         if backend == "jax":
@@ -391,6 +399,7 @@ class _OnPolicySteps(keras.callbacks.Callback):
             def function(batches):
                 batch = data._prepare(batches[0], None, *self._step())
                 return plain([batch])
+        function._keras_kd_plain = plain
         model.train_function = function
 
     def on_train_end(self, logs=None):

@@ -449,7 +449,71 @@ class OnPolicyErrorsTest(TestCase):
                 d, {"token_ids": np.full((1, 2), 99, "int32")}, lmbda=1.0,
                 max_new_tokens=2)
 
+    def test_steps_per_execution_must_be_one(self):
+        d = distiller()
+        d.compile(optimizer="sgd", steps_per_execution=2)
+        with self.assertRaisesRegex(ValueError, "steps_per_execution"):
+            d.fit(source(d), epochs=1, verbose=0)
+
     def test_another_distillers_batches_are_refused(self):
         d, other = distiller(), distiller()
         with self.assertRaisesRegex(ValueError, "another Distiller"):
             other.fit(source(d), epochs=1, verbose=0)
+
+
+_DATA_PARALLEL = r'''
+import json, os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+sys.path.insert(0, sys.argv[2])
+import keras
+import numpy as np
+from tests.data.on_policy_test import TRAINING_TERMS, distiller, numpy_batch
+from tests.data.on_policy_test import source
+
+assert len(keras.distribution.list_devices()) == 2
+if sys.argv[1] == "2":
+    keras.distribution.set_distribution(keras.distribution.DataParallel(
+        devices=keras.distribution.list_devices()))
+d = distiller(terms=TRAINING_TERMS, alpha=0.5, lr=1.0)
+data = source(d, lmbda=1.0, shuffle=False)
+seen = []
+prepare = data._prepare
+
+def capture(batch, state=None, epoch=0, step=0):
+    out = prepare(batch, state, epoch, step)
+    seen.append(numpy_batch(out)[0].tolist())
+    return out
+
+data._prepare = capture
+d.fit(data, epochs=2, verbose=0)
+print(json.dumps({"ids": seen, "weights": [
+    np.asarray(w).tolist() for w in d.student.trainable_weights]}))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.backends("jax")
+def test_jax_data_parallel_matches_one_device():
+    """1 vs 2 host devices (`DataParallel`): the same generated sequences
+    and the same weights after 4 on-policy steps."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    results = []
+    for devices in ("1", "2"):
+        out = subprocess.run(
+            [sys.executable, "-c", _DATA_PARALLEL, devices, root],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    one, two = results
+    assert len(one["ids"]) == 4
+    assert one["ids"] == two["ids"]
+    for a, b in zip(one["weights"], two["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
