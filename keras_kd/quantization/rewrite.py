@@ -91,7 +91,8 @@ def quantize_aware(
 
     Example:
 
-    >>> qat_student = keras_kd.quantization.quantize_aware(student, x_train[:512])
+    >>> qat_student = keras_kd.quantization.quantize_aware(
+    ...     student, x_train[:512])
     >>> distiller = keras_kd.Distiller(teacher, qat_student, alpha=0.0)
     >>> distiller.compile(optimizer="adam")
     >>> distiller.fit(x_train, y_train, epochs=1)

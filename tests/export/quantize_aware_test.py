@@ -35,7 +35,8 @@ def mobile_student(seed=0):
     y = keras.layers.ReLU(6.0)(y)
     y = keras.layers.Conv2D(8, 1)(y)
     x = keras.layers.Add()([x, y])
-    z = keras.layers.SeparableConv2D(8, 3, padding="same", activation="relu6")(x)
+    z = keras.layers.SeparableConv2D(
+        8, 3, padding="same", activation="relu6")(x)
     x = keras.layers.Concatenate()([x, z])
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Conv2D(8, 3, activation="hard_swish")(x)
@@ -122,7 +123,9 @@ class QuantizeAwareExportTest(TestCase):
         _, student = make_dense_pair()
         x, y = make_data(64)
         model = quantization.quantize_aware(student)
-        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer="adam",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, epochs=1, batch_size=16, verbose=0)
         path = export.export_student(
             model, os.path.join(self.dir, "d.tflite"), quantization="int8")

@@ -140,8 +140,8 @@ class QuantizeWrapperTest(TestCase):
     def test_moving_statistics_stay_frozen(self):
         model, conv, bn, shape = conv_bn()
         qat = quantization.quantize_aware(model)
-        wrapper = [l for l in qat.layers
-                   if isinstance(l, quantization.QuantizeWrapper)][0]
+        wrapper = [layer for layer in qat.layers
+                   if isinstance(layer, quantization.QuantizeWrapper)][0]
         before = keras.ops.convert_to_numpy(wrapper.batch_norm.moving_mean)
         qat(np.ones((2,) + shape, "float32") * 5.0, training=True)
         self.assertAllClose(wrapper.batch_norm.moving_mean, before)
