@@ -23,8 +23,8 @@ _NAMES = {
     "SoftTargets": "keras_kd.terms",
     "Term": "keras_kd.terms",
 }
-_SUBMODULES = ("callbacks", "data", "export", "losses", "quantization",
-               "students", "terms")
+_SUBMODULES = ("callbacks", "data", "export", "fused", "lora", "losses",
+               "quantization", "students", "terms", "vocabulary")
 
 
 def _started_by_the_command_line():
@@ -53,10 +53,13 @@ if not _started_by_the_command_line():
     from keras_kd import callbacks  # noqa: E402,F401
     from keras_kd import data  # noqa: E402,F401
     from keras_kd import export  # noqa: E402,F401
+    from keras_kd import fused  # noqa: E402,F401
+    from keras_kd import lora  # noqa: E402,F401
     from keras_kd import losses  # noqa: E402,F401
     from keras_kd import quantization  # noqa: E402,F401
     from keras_kd import students  # noqa: E402,F401
     from keras_kd import terms  # noqa: E402,F401
+    from keras_kd import vocabulary  # noqa: E402,F401
     from keras_kd.distiller import Distiller  # noqa: E402,F401
     from keras_kd.distiller import load_distiller  # noqa: E402,F401
     from keras_kd.feature_match import FeatureMatch  # noqa: E402,F401
@@ -91,9 +94,12 @@ __all__ = [
     "callbacks",
     "data",
     "export",
+    "fused",
     "load_distiller",
+    "lora",
     "losses",
     "quantization",
     "students",
     "terms",
+    "vocabulary",
 ]

@@ -196,7 +196,11 @@ def check_class_counts(names, teachers, student_classes, student_rank=None):
                 "The teacher and the student must share one vocabulary, but "
                 f"the teacher {name!r} has a vocabulary of {classes} tokens "
                 f"and the student {student_classes}. Build the student with "
-                f"`vocabulary_size={classes}` and the teacher's tokenizer. "
+                f"`vocabulary_size={classes}` and the teacher's tokenizer; "
+                "if the teacher's extra rows are only padding of the same "
+                "tokenizer, wrap it in "
+                "`keras_kd.vocabulary.TruncatedVocabulary(teacher, "
+                f"{student_classes})`. "
                 f"Received: teacher vocabulary_size={classes}, student "
                 f"vocabulary_size={student_classes}"
             )

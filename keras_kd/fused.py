@@ -490,3 +490,11 @@ def _loop(fn, rows, shared, chunk_size, upstream):
             ops.zeros(ops.shape(k), "float32"),
             ops.zeros(ops.shape(b), "float32"))
     return ops.fori_loop(0, num_chunks, body, init)
+
+
+__all__ = [
+    "FusedDivergence",
+    "FusedHardLoss",
+    "FusedStudent",
+    "fused_token_loss",
+]

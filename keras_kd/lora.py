@@ -191,3 +191,9 @@ def _without_lora(config):
     if isinstance(config, list):
         return [_without_lora(v) for v in config]
     return config
+
+
+__all__ = [
+    "lora_layers",
+    "merge_lora",
+]

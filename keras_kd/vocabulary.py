@@ -241,3 +241,9 @@ def _check_tokenizers(teacher, tokenizer, vocabulary_size):
             f"{len(student_tokens)} student tokens, first difference at id "
             f"{first}. Distil from a teacher with the student's tokenizer."
         )
+
+
+__all__ = [
+    "TruncatedVocabulary",
+    "dropped_mass",
+]

@@ -26,11 +26,14 @@ class PublicAPITest(TestCase):
                 "callbacks",
                 "data",
                 "export",
+                "fused",
                 "load_distiller",
+                "lora",
                 "losses",
                 "quantization",
                 "students",
                 "terms",
+                "vocabulary",
             ]),
         )
         for name in keras_kd.__all__:
@@ -117,3 +120,12 @@ class PublicAPITest(TestCase):
 
     def test_students(self):
         self.assertEqual(sorted(keras_kd.students.__all__), ["shrink"])
+
+    def test_language_model_modules(self):
+        self.assertEqual(sorted(keras_kd.fused.__all__),
+                         ["FusedDivergence", "FusedHardLoss", "FusedStudent",
+                          "fused_token_loss"])
+        self.assertEqual(sorted(keras_kd.lora.__all__),
+                         ["lora_layers", "merge_lora"])
+        self.assertEqual(sorted(keras_kd.vocabulary.__all__),
+                         ["TruncatedVocabulary", "dropped_mass"])

@@ -87,7 +87,9 @@ class ParityReport:
         if self.accuracy_delta is not None:
             accuracy += f" ({100 * self.accuracy_delta:+.2f} points)"
         rows = [
-            ("quantization", self.quantization),
+            # The unquantized file is named by its precision, not "none".
+            ("quantization", "float32" if self.quantization in (None, "none")
+             else self.quantization),
             ("input", f"{self.input_dtype} {self.input_shape}"),
             (
                 "file size",

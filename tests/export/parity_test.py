@@ -129,6 +129,8 @@ class ParityReportTest(TestCase):
         )
         self.assertEqual(report.num_examples, 64)
         self.assertEqual(report.quantization, "none")
+        # The table names the unquantized file by its precision.
+        self.assertRegex(str(report), r"quantization +float32")
         self.assertEqual(report.file_size, os.path.getsize(self.path))
         self.assertEqual(report.keras_size, (20 * 64 + 64 + 64 * 10 + 10) * 4)
         self.assertEqual(report.input_shape, (None, 20))
