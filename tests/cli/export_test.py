@@ -32,7 +32,7 @@ class ExportCommandTest(cli.CommandTestCase):
         result = cli.run_cli(["export", self.models["student"],
                               "--quantize", "int4"], cwd=self.folder)
         cli.assert_one_line_error(
-            result, 2, r"argument --quantize: invalid choice: 'int4' "
+            result, 2, r"argument --quantize/--quantization: invalid choice: 'int4' "
             r"\(choose from 'none', 'float16', 'dynamic', 'int8'\)",
             "export")
 
