@@ -32,8 +32,9 @@ class ExportCommandTest(cli.CommandTestCase):
         result = cli.run_cli(["export", self.models["student"],
                               "--quantize", "int4"], cwd=self.folder)
         cli.assert_one_line_error(
-            result, 2, r"argument --quantize/--quantization: invalid choice: 'int4' "
-            r"\(choose from 'none', 'float16', 'dynamic', 'int8'\)",
+            result, 2, r"argument --quantize/--quantization: invalid "
+            r"choice: 'int4' \(choose from 'none', 'float16', 'dynamic', "
+            r"'int8'\)",
             "export")
 
     @pytest.mark.backends("tensorflow", "jax")
