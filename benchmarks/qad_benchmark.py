@@ -31,9 +31,10 @@ teachers' outputs are cached once per seed-independent teacher set) and
 all 10,000 test images.
 
 Each row records the parity of its file: argmax agreement with the Keras
-model it came from (the fake-quant model for QAT/QAD) and the largest logit
-difference in int8 steps of the output, the file size and the interpreter's
-median latency for one image (one thread).
+model it came from (the fake-quant model for QAT/QAD), the largest logit
+difference in int8 steps of the output, how many disagreeing images are
+near ties (two top Keras logits within twice the largest difference), the
+file size and the interpreter's median latency for one image (one thread).
 
 Run (about 5 minutes on 2 CPU cores):
 
@@ -134,10 +135,30 @@ def accuracy(model, x, y):
         model.predict(x, batch_size=1024, verbose=0).argmax(-1) == y))
 
 
+def near_ties(keras_model, path, x_test, max_abs_diff):
+    """How the argmax disagreements of a file arise.
+
+    Returns the number of test images whose Keras and `.tflite` argmaxes
+    differ, how many of those have their two largest Keras logits within
+    `2 * max_abs_diff` of each other (a difference of at most
+    `max_abs_diff` per logit can swap them), and the share of all test
+    images whose two largest Keras logits are that close.
+    """
+    expected = keras_model.predict(x_test, batch_size=256, verbose=0)
+    actual = keras_kd.export.LiteRTModel(path).predict(x_test, batch_size=256)
+    top2 = np.sort(expected, axis=-1)[:, -2:]
+    close = (top2[:, 1] - top2[:, 0]) <= 2 * max_abs_diff
+    differ = expected.argmax(-1) != actual.argmax(-1)
+    return {"disagreements": int(differ.sum()),
+            "disagreements_near_tie": int((differ & close).sum()),
+            "near_tie_share": float(close.mean())}
+
+
 def report_row(name, keras_model, path, x_test, y_test, **extra):
     report = keras_kd.export.parity_report(
         keras_model, path, (x_test, y_test), batch_size=256,
         latency_runs=200, num_threads=1)
+    extra.update(near_ties(keras_model, path, x_test, report.max_abs_diff))
     return {
         "row": name,
         "keras_accuracy": report.keras_accuracy,
