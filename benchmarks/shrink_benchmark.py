@@ -22,6 +22,23 @@ blocks are kept evenly spaced. The wall time is each row's training time
 (the distilled rows include caching the teacher's outputs). The machine's
 load average is recorded with every row.
 
+`--teacher cifar10` is the CIFAR-10 table's ResNet-14-like teacher
+(widths 16-32-64, two basic blocks per stage, `cifar10_benchmark.py`,
+loaded from results/teachers; never trained here) with that table's setup:
+5,000 class-balanced training images, all 10,000 test images, SGD Nesterov
+0.9 with lr 0.1 cosine decay and weight decay 5e-4, batch 128,
+`RandomCropFlip(padding=4)`. Its identity-shortcut blocks are the two of
+stage 1 and the second block of stages 2 and 3 (the first block of stages 2
+and 3 has a projection shortcut and is always kept), so `keep0` (keep block
+0 of those four) leaves one basic block per stage, and `keep0+width0.5` is
+the CIFAR table's ResNet-8 student (widths 8-16-32). The distilled rows
+read the teacher from a view cache (`cache_teacher_views`, K=`--views`,
+built once and shared by every distilled run; its time is recorded as
+`view_cache_seconds`, not in the rows' wall time). `--rows` picks a subset
+of the rows.
+
+A spec is `widthF`, `depthN` or `keepI,J,...`, several joined by `+`.
+
 Run (one benchmark at a time on a shared machine):
 
 ```
@@ -29,6 +46,8 @@ flock /tmp/kd_bench.lock python benchmarks/shrink_benchmark.py --teacher cnn \\
     --shrink width0.5 --seeds 3
 flock /tmp/kd_bench.lock python benchmarks/shrink_benchmark.py \\
     --teacher resnet --shrink width0.5 depth2 --seeds 3
+flock /tmp/kd_bench.lock python benchmarks/shrink_benchmark.py \\
+    --teacher cifar10 --shrink keep0+width0.5 --seeds 3 --epochs 10
 ```
 """
 
@@ -88,16 +107,63 @@ def teacher_for(args, x, y):
 
 
 def shrink_arguments(spec):
-    if spec.startswith("width"):
-        return {"width": float(spec[5:])}
-    if spec.startswith("depth"):
-        return {"depth": int(spec[5:])}
-    raise SystemExit(f"--shrink must be widthF or depthN, got {spec!r}")
+    kwargs = {}
+    for part in spec.split("+"):
+        if part.startswith("width"):
+            kwargs["width"] = float(part[5:])
+        elif part.startswith("depth"):
+            kwargs["depth"] = int(part[5:])
+        elif part.startswith("keep"):
+            kwargs["keep"] = [int(i) for i in part[4:].split(",")]
+        else:
+            raise SystemExit("--shrink takes widthF, depthN or keepI,J "
+                             f"(joined by +), got {spec!r}")
+    return kwargs
 
 
 def accuracy(model, x, y):
     logits = model.predict(x, batch_size=1024, verbose=0)
     return float(np.mean(np.argmax(logits, -1) == y))
+
+
+def cifar10_setup(args):
+    """The CIFAR table's data, teacher and view cache (cifar10_benchmark)."""
+    import cifar10_benchmark as cb
+
+    (x_all, y_all), (xt, yt) = cb.load_cifar10()
+    x, y = cb.balanced_subset(x_all, y_all, args.train_size)
+    path = os.path.join(HERE, "results", "teachers",
+                        "cifar10_resnet14_w16_e10_n25000.keras")
+    while not os.path.exists(path):  # Trained by cifar10_benchmark.py.
+        print(f"waiting for {path}", flush=True)
+        time.sleep(30)
+    teacher = keras.saving.load_model(path)
+    return (x, y), (xt, yt), teacher, path
+
+
+def train_cifar10(row, teacher, shrunk, x, y, args, seed, caches):
+    """One CIFAR-10 run with the CIFAR table's optimizer and augmentation."""
+    import cifar10_benchmark as cb
+
+    keras.utils.set_random_seed(seed)
+    student = keras.models.clone_model(shrunk)  # fresh weights
+    if not row.startswith("random"):
+        student.set_weights(shrunk.get_weights())
+    steps = args.epochs * -(-len(x) // args.batch_size)
+    opt = cb.optimizer(args, steps)
+    start = time.perf_counter()
+    if row.endswith("distilled"):
+        d = keras_kd.Distiller(teacher, student, alpha=args.alpha,
+                               temperature=args.temperature)
+        d.compile(optimizer=opt)
+        d.fit(caches["views"].dataset(x, y, args.batch_size, seed=seed,
+                                      distiller=d),
+              epochs=args.epochs, verbose=0)
+    else:
+        student.compile(optimizer=opt, loss=bu.sparse_ce())
+        student.fit(cb.augmented(x, y, args.batch_size, seed),
+                    epochs=args.epochs, verbose=0)
+    return student, time.perf_counter() - start
 
 
 def train(row, teacher, shrunk, x, y, args, seed):
@@ -125,24 +191,51 @@ def train(row, teacher, shrunk, x, y, args, seed):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--teacher", choices=("cnn", "resnet"),
+    parser.add_argument("--teacher", choices=("cnn", "resnet", "cifar10"),
                         default="cnn")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help="comma-separated subset of the rows")
+    parser.add_argument("--views", type=int, default=8,
+                        help="teacher views per image (cifar10)")
     parser.add_argument("--shrink", nargs="+", default=["width0.5"])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--train-size", type=int, default=10000)
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="10,000 (MNIST) or 5,000 (cifar10)")
     parser.add_argument("--teacher-epochs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="Adam 1e-3 (MNIST) or SGD 0.1 (cifar10)")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--importance-samples", type=int, default=256)
     parser.add_argument("--output", default=os.path.join(
         HERE, "results", "shrink.jsonl"))
     args = parser.parse_args()
+    cifar = args.teacher == "cifar10"
+    if args.train_size is None:
+        args.train_size = 5000 if cifar else 10000
+    if args.learning_rate is None:
+        args.learning_rate = 0.1 if cifar else 1e-3
+    rows_run = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = sorted(set(rows_run) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown rows {unknown}; expected some of {list(ROWS)}")
 
-    (x, y), (xt, yt) = bu.load("mnist", limit=args.train_size)
-    teacher, _ = teacher_for(args, x, y)
+    caches = {}
+    if cifar:
+        (x, y), (xt, yt), teacher, _ = cifar10_setup(args)
+        args.teacher_epochs = 10
+        if any(r.endswith("distilled") for r in rows_run):
+            t0 = time.perf_counter()
+            caches["views"] = keras_kd.data.views.cache_teacher_views(
+                teacher, x, views=args.views, seed=0, batch_size=500)
+            caches["seconds"] = time.perf_counter() - t0
+            print(f"view cache K={args.views}: {caches['seconds']:.0f} s",
+                  flush=True)
+    else:
+        (x, y), (xt, yt) = bu.load("mnist", limit=args.train_size)
+        teacher, _ = teacher_for(args, x, y)
     teacher_accuracy = accuracy(teacher, xt, yt)
     print(f"teacher {args.teacher}: {teacher_accuracy:.4f}, "
           f"{teacher.count_params():,} parameters")
@@ -151,13 +244,23 @@ def main():
                         **shrink_arguments(spec))
         inherited = accuracy(shrunk, xt, yt)
         print(f"{spec}: {shrunk.count_params():,} parameters, "
-              f"{inherited:.4f} before training")
+              f"{inherited:.4f} before training", flush=True)
+        if cifar:
+            import cifar10_benchmark as cb
+
+            print(f"  (CIFAR table's ResNet-8 student: "
+                  f"{cb.student_model(8).count_params():,} parameters)",
+                  flush=True)
         rows = []
-        for row in ROWS:
+        for row in [r for r in ROWS if r in rows_run]:
             accs, times = [], []
             for seed in range(args.seeds):
-                student, seconds = train(row, teacher, shrunk, x, y, args,
-                                         seed)
+                if cifar:
+                    student, seconds = train_cifar10(
+                        row, teacher, shrunk, x, y, args, seed, caches)
+                else:
+                    student, seconds = train(row, teacher, shrunk, x, y,
+                                             args, seed)
                 acc = accuracy(student, xt, yt)
                 accs.append(acc)
                 times.append(seconds)
@@ -172,11 +275,20 @@ def main():
                     "student_params": shrunk.count_params(),
                     "inherited_accuracy": inherited,
                     "load_average": os.getloadavg()[0],
+                    **({"views": args.views,
+                        "view_cache_seconds": caches.get("seconds"),
+                        "learning_rate": args.learning_rate,
+                        "optimizer": "sgd nesterov cosine wd5e-4",
+                        "augmentation": "RandomCropFlip(padding=4)",
+                        "test_size": len(xt)} if cifar else {}),
                 })
+                print(f"    seed {seed} {row}: {100 * acc:.2f} % "
+                      f"({seconds:.0f} s)", flush=True)
             m, s = bu.mean_std(accs)
             print(f"  {row:30s} {100 * m:6.2f} ± {100 * s:.2f} %  "
                   f"{np.mean(times):6.1f} s", flush=True)
-        bu.write_rows(args.output, rows)
+            bu.write_rows(args.output, rows)
+            rows = []
 
 
 if __name__ == "__main__":
