@@ -193,8 +193,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--teacher", choices=("cnn", "resnet", "cifar10"),
                         default="cnn")
-    parser.add_argument("--rows", default=",".join(ROWS),
-                        help="comma-separated subset of the rows")
+    parser.add_argument("--rows", default=";".join(ROWS),
+                        help="semicolon-separated subset of the rows")
     parser.add_argument("--views", type=int, default=8,
                         help="teacher views per image (cifar10)")
     parser.add_argument("--shrink", nargs="+", default=["width0.5"])
@@ -217,7 +217,7 @@ def main():
         args.train_size = 5000 if cifar else 10000
     if args.learning_rate is None:
         args.learning_rate = 0.1 if cifar else 1e-3
-    rows_run = [r.strip() for r in args.rows.split(",") if r.strip()]
+    rows_run = [r.strip() for r in args.rows.split(";") if r.strip()]
     unknown = sorted(set(rows_run) - set(ROWS))
     if unknown:
         parser.error(f"unknown rows {unknown}; expected some of {list(ROWS)}")
