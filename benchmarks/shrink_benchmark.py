@@ -24,7 +24,8 @@ load average is recorded with every row.
 
 `--teacher cifar10` is the CIFAR-10 table's ResNet-14-like teacher
 (widths 16-32-64, two basic blocks per stage, `cifar10_benchmark.py`,
-loaded from results/teachers; never trained here) with that table's setup:
+loaded from results/teachers: run `cifar10_benchmark.py --rows teacher`
+first) with that table's setup:
 5,000 class-balanced training images, all 10,000 test images, SGD Nesterov
 0.9 with lr 0.1 cosine decay and weight decay 5e-4, batch 128,
 `RandomCropFlip(padding=4)`. Its identity-shortcut blocks are the two of
@@ -134,9 +135,9 @@ def cifar10_setup(args):
     x, y = cb.balanced_subset(x_all, y_all, args.train_size)
     path = os.path.join(HERE, "results", "teachers",
                         "cifar10_resnet14_w16_e10_n25000.keras")
-    while not os.path.exists(path):  # Trained by cifar10_benchmark.py.
-        print(f"waiting for {path}", flush=True)
-        time.sleep(30)
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} not found: run cifar10_benchmark.py "
+                         "--rows teacher first")
     teacher = keras.saving.load_model(path)
     return (x, y), (xt, yt), teacher, path
 
