@@ -38,6 +38,27 @@ built once and shared by every distilled run; its time is recorded as
 `view_cache_seconds`, not in the rows' wall time). `--rows` picks a subset
 of the rows.
 
+`--teacher lm` is the tinyshakespeare GPT-2 pair of `lm_benchmark.py`,
+with that benchmark's data, vocabulary and cached teacher (KerasHub
+`GPT2CausalLM`, 4 layers x 128 wide, 4 heads, 1000 steps, vocabulary 2,000,
+loaded from results/teachers: run `lm_benchmark.py --rows scratch --seeds 0`
+first) and its student budget: `--steps` (300) padded batches of 16 chunks
+of 32-128 tokens, the same batches for every row of a seed, Adam 2e-3.
+The rows train with `lm_benchmark`'s own row functions: `scratch` (masked
+next-token cross-entropy) for the labels rows, `forward KL`
+(`keras_kd.Distiller`, `HardLoss` + forward KL masked by the padding,
+alpha 0.5, T 1, the live teacher) for the distilled rows. Random
+initialisation is the shrunk model's class rebuilt from its config under
+the seed (`clone_model` would return a plain Functional). `depthN` keeps N
+of the 4 transformer layers (the N that change their input most on the
+importance data, 1 - cosine), `widthF` keeps the fraction F of each
+layer's FFN channels (`intermediate_dim`, by mean absolute activation);
+heads and `hidden_dim` are not pruned. Importance data: the first
+`--importance-samples` (64) training chunks, padded to 128 tokens. The
+metric is `lm_benchmark.validation_loss` (token cross-entropy over the
+whole validation split) and its perplexity; `--table` prints the markdown
+table of the lm rows of `--output`.
+
 A spec is `widthF`, `depthN` or `keepI,J,...`, several joined by `+`.
 
 Run (one benchmark at a time on a shared machine):
@@ -49,6 +70,9 @@ flock /tmp/kd_bench.lock python benchmarks/shrink_benchmark.py \\
     --teacher resnet --shrink width0.5 depth2 --seeds 3
 flock /tmp/kd_bench.lock python benchmarks/shrink_benchmark.py \\
     --teacher cifar10 --shrink keep0+width0.5 --seeds 3 --epochs 10
+flock /tmp/kd_bench.lock python benchmarks/shrink_benchmark.py \\
+    --teacher lm --shrink depth1 width0.25 --seeds 3
+python benchmarks/shrink_benchmark.py --teacher lm --table
 ```
 """
 
@@ -190,9 +214,194 @@ def train(row, teacher, shrunk, x, y, args, seed):
     return student, time.perf_counter() - start
 
 
+# lm_benchmark.py's defaults (its parser lives inside its main()): the
+# data, the teacher's file name and the student budget.
+LM_DEFAULTS = dict(min_len=32, max_len=128, vocabulary_size=2000,
+                   teacher_layers=4, teacher_width=128, teacher_heads=4,
+                   teacher_steps=1000, teacher_learning_rate=2e-3)
+LM_LABELS = {"random init, alone": "random init, alone (masked CE)",
+             "random init, distilled": "random init, distilled (forward KL)",
+             "shrunk, fine-tuned on labels":
+                 "shrunk, fine-tuned on labels (masked CE)",
+             "shrunk + distilled": "shrunk + distilled (forward KL)"}
+
+
+def lm_arguments(args):
+    return argparse.Namespace(
+        **LM_DEFAULTS, steps=args.steps, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, alpha=args.alpha,
+        temperature=args.temperature)
+
+
+def lm_teacher(lm_args, train, val, vocab_hash):
+    import lm_benchmark as lm
+
+    name = (f"lm_gpt2_l{lm_args.teacher_layers}_w{lm_args.teacher_width}_"
+            f"s{lm_args.teacher_steps}_v{lm_args.vocabulary_size}_"
+            f"{vocab_hash}.keras")
+    path = os.path.join(HERE, "results", "teachers", name)
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} not found: run lm_benchmark.py --rows "
+                         "scratch --seeds 0 first")
+    teacher, path, _ = lm.cached_teacher(vocab_hash, train, val, lm_args)
+    return teacher, path
+
+
+def lm_importance(train, n, lm_args):
+    """The first `n` training chunks, padded to `max_len` tokens."""
+    import lm_benchmark as lm
+
+    batches = lm.training_batches(train, 0, -(-n // lm_args.batch_size),
+                                  lm_args)
+    out = {k: np.zeros((n, lm_args.max_len), "int32")
+           for k in ("token_ids", "padding_mask")}
+    row = 0
+    for x, _, _ in batches:
+        for k in out:
+            take = min(len(x[k]), n - row)
+            out[k][row:row + take, :x[k].shape[1]] = x[k][:take]
+        row += len(x["token_ids"])
+    return out
+
+
+def kept_layers(teacher, student):
+    """Which teacher transformer layer each student layer was copied from."""
+    def query(layer):
+        return keras.ops.convert_to_numpy(layer.weights[0])
+
+    old = [query(t) for t in teacher.backbone.transformer_layers]
+    return [next((i for i, w in enumerate(old)
+                  if w.shape == query(s).shape
+                  and np.array_equal(w, query(s))), None)
+            for s in student.backbone.transformer_layers]
+
+
+def train_lm(row, ctx, shrunk, batches, seed):
+    """One run with lm_benchmark's own rows (`scratch`, `forward KL`)."""
+    import lm_benchmark as lm
+
+    keras.utils.set_random_seed(seed + 1)  # lm_benchmark's student seed
+    student = type(shrunk).from_config(shrunk.get_config())  # fresh weights
+    if not row.startswith("random"):
+        student.set_weights(shrunk.get_weights())
+    start = time.perf_counter()
+    if row.endswith("distilled"):
+        lm.row_forward_kl(ctx, student, batches)
+    else:
+        lm.row_scratch(ctx, student, batches)
+    return student, time.perf_counter() - start
+
+
+def run_lm(args, rows_run):
+    import lm_benchmark as lm
+
+    lm_args = lm_arguments(args)
+    train, val_stream, vocab_hash, _ = lm.tokenize(lm_args.vocabulary_size)
+    val = lm.validation_batches(val_stream, lm_args)
+    teacher, path = lm_teacher(lm_args, train, val, vocab_hash)
+    teacher_loss = lm.validation_loss(teacher, val)
+    print(f"teacher lm: validation loss {teacher_loss:.4f} (perplexity "
+          f"{np.exp(teacher_loss):.1f}), {teacher.count_params():,} "
+          "parameters", flush=True)
+    ctx = lm.Context(lm_args, teacher)
+    data = lm_importance(train, args.importance_samples, lm_args)
+    batches = {seed: lm.training_batches(train, seed + 1, args.steps,
+                                         lm_args)
+               for seed in range(args.seeds)}
+    for spec in args.shrink:
+        shrunk = shrink(teacher, importance_data=data,
+                        **shrink_arguments(spec))
+        inherited = lm.validation_loss(shrunk, val)
+        kept = kept_layers(teacher, shrunk)
+        print(f"{spec}: {shrunk.count_params():,} parameters, layers {kept} "
+              f"of the teacher, validation loss {inherited:.4f} before "
+              "training", flush=True)
+        for row in [r for r in ROWS if r in rows_run]:
+            losses, times, rows = [], [], []
+            for seed in range(args.seeds):
+                student, seconds = train_lm(row, ctx, shrunk, batches[seed],
+                                            seed)
+                loss = lm.validation_loss(student, val)
+                losses.append(loss)
+                times.append(seconds)
+                rows.append({
+                    "benchmark": "shrink", "teacher": "lm", "shrink": spec,
+                    "row": row, "seed": seed, "validation_loss": loss,
+                    "perplexity": float(np.exp(loss)), "seconds": seconds,
+                    "steps": args.steps, "batch_size": args.batch_size,
+                    "learning_rate": args.learning_rate,
+                    "optimizer": "adam", "alpha": args.alpha,
+                    "temperature": args.temperature,
+                    "teacher_steps": lm_args.teacher_steps,
+                    "teacher_validation_loss": teacher_loss,
+                    "teacher_params": teacher.count_params(),
+                    "student_params": shrunk.count_params(),
+                    "inherited_validation_loss": inherited,
+                    "kept_layers": kept,
+                    "importance_samples": args.importance_samples,
+                    "teacher_file": os.path.basename(path),
+                    "vocabulary": f"sentencepiece-unigram-{vocab_hash}",
+                    "load_average": os.getloadavg()[0],
+                })
+                print(f"    seed {seed} {row}: validation loss {loss:.4f} "
+                      f"({seconds:.0f} s)", flush=True)
+            m, s = bu.mean_std(losses)
+            print(f"  {row:30s} {m:.4f} ± {s:.4f}  {np.mean(times):6.1f} s",
+                  flush=True)
+            bu.write_rows(args.output, rows)
+
+
+def lm_table(path):
+    """The markdown table of the lm rows of `path` (last run per seed)."""
+    import json
+
+    runs, info = {}, {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("teacher") != "lm":
+                continue
+            runs.setdefault(r["shrink"], {}).setdefault(
+                r["row"], {})[r["seed"]] = r
+            info[r["shrink"]] = r
+    specs = list(runs)
+    if not specs:
+        return f"no --teacher lm rows in {path}"
+    first = info[specs[0]]
+    lines = ["| tinyshakespeare, validation loss (perplexity), n seeds, s per "
+             "run | " + " | ".join(f"`{s}`" for s in specs) + " |",
+             "|---|" + "---|" * len(specs)]
+    t = first["teacher_validation_loss"]
+    lines.append(f"| teacher ({first['teacher_params']:,} params) | "
+                 + " | ".join(f"{t:.3f} ({np.exp(t):.1f})" for _ in specs)
+                 + " |")
+    lines.append("| student parameters (teacher layers kept) | " + " | ".join(
+        f"{info[s]['student_params']:,} ({info[s]['kept_layers']})"
+        for s in specs) + " |")
+    lines.append("| shrunk, before any training | " + " | ".join(
+        f"{info[s]['inherited_validation_loss']:.3f} "
+        f"({np.exp(info[s]['inherited_validation_loss']):.1f})"
+        for s in specs) + " |")
+    for row in ROWS:
+        cells = []
+        for s in specs:
+            rs = list(runs[s].get(row, {}).values())
+            if not rs:
+                cells.append("")
+                continue
+            m, sd = bu.mean_std([r["validation_loss"] for r in rs])
+            ppl = bu.mean_std([np.exp(r["validation_loss"]) for r in rs])
+            secs = np.mean([r["seconds"] for r in rs])
+            cells.append(f"{m:.3f} ± {sd:.3f} ({ppl[0]:.1f} ± {ppl[1]:.1f}),"
+                         f" n={len(rs)}, {secs:.0f} s")
+        lines.append(f"| {LM_LABELS[row]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--teacher", choices=("cnn", "resnet", "cifar10"),
+    parser.add_argument("--teacher",
+                        choices=("cnn", "resnet", "cifar10", "lm"),
                         default="cnn")
     parser.add_argument("--rows", default=";".join(ROWS),
                         help="semicolon-separated subset of the rows")
@@ -204,24 +413,45 @@ def main():
                         help="10,000 (MNIST) or 5,000 (cifar10)")
     parser.add_argument("--teacher-epochs", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=300,
+                        help="training steps per run (lm)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="128, or 16 (lm)")
     parser.add_argument("--learning-rate", type=float, default=None,
-                        help="Adam 1e-3 (MNIST) or SGD 0.1 (cifar10)")
+                        help="Adam 1e-3 (MNIST), SGD 0.1 (cifar10) or Adam "
+                        "2e-3 (lm)")
     parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--importance-samples", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="4, or 1 (lm)")
+    parser.add_argument("--importance-samples", type=int, default=None,
+                        help="256 images, or 64 chunks (lm)")
+    parser.add_argument("--table", action="store_true",
+                        help="print the markdown table of the lm rows of "
+                        "--output and exit")
     parser.add_argument("--output", default=os.path.join(
         HERE, "results", "shrink.jsonl"))
     args = parser.parse_args()
-    cifar = args.teacher == "cifar10"
+    if args.table:
+        print(lm_table(args.output))
+        return
+    cifar, lm = args.teacher == "cifar10", args.teacher == "lm"
     if args.train_size is None:
         args.train_size = 5000 if cifar else 10000
     if args.learning_rate is None:
-        args.learning_rate = 0.1 if cifar else 1e-3
+        args.learning_rate = 0.1 if cifar else 2e-3 if lm else 1e-3
+    if args.batch_size is None:
+        args.batch_size = 16 if lm else 128
+    if args.temperature is None:
+        args.temperature = 1.0 if lm else 4.0
+    if args.importance_samples is None:
+        args.importance_samples = 64 if lm else 256
     rows_run = [r.strip() for r in args.rows.split(";") if r.strip()]
     unknown = sorted(set(rows_run) - set(ROWS))
     if unknown:
         parser.error(f"unknown rows {unknown}; expected some of {list(ROWS)}")
+    if lm:
+        run_lm(args, rows_run)
+        return
 
     caches = {}
     if cifar:
