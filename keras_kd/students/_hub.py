@@ -6,10 +6,10 @@ teacher: embeddings, final norm and task head by layer name, kept
 transformer layer `j` from the teacher's layer `keep[j]`, with the FFN's
 intermediate axis sliced to the kept channels of that layer.
 
-Heads are not pruned: KerasHub's transformer layers derive the head width as
-`hidden_dim // num_heads`, so fewer heads at the same `hidden_dim` would make
-every head wider and no teacher weight would fit. `hidden_dim` is not pruned
-either (it would change every LayerNorm's statistics and each head's width).
+With `num_heads` or `hidden_dim` in `width`, heads, head dims and the
+hidden (residual-stream) channels are pruned too, by `_hub_width` (decoder
+`TransformerDecoder` backbones: GPT-2, OPT); KerasHub derives the head
+width as `hidden_dim // num_heads`, so the new config carries both.
 """
 
 import contextlib
@@ -18,7 +18,10 @@ import sys
 import keras
 import numpy as np
 
-WIDTH_KEYS = ("intermediate_dim",)
+from keras_kd.students import _hub_width
+
+WIDTH_KEYS = _hub_width.WIDTH_KEYS
+_recording = _hub_width._recording
 
 
 def is_hub_model(model):
@@ -35,23 +38,6 @@ def _split(teacher):
     if isinstance(teacher, keras_hub.models.Task):
         return teacher, teacher.backbone
     return None, teacher
-
-
-@contextlib.contextmanager
-def _recording(layer, record):
-    """Calls `record(args, output)` on each call of `layer` (eager)."""
-    original = layer.call
-
-    def call(*args, **kwargs):
-        output = original(*args, **kwargs)
-        record(args, output)
-        return output
-
-    layer.call = call
-    try:
-        yield
-    finally:
-        del layer.call
 
 
 def _batches(data, batch_size=16):
@@ -144,51 +130,6 @@ def _magnitude(layer):
     return score
 
 
-def _intermediate(width, config):
-    if width is None:
-        return None
-    size = config.get("intermediate_dim")
-    if size is None:
-        raise ValueError(
-            "Argument `width` prunes `intermediate_dim`, which this KerasHub "
-            "backbone's config does not have. Pass `width=None`.")
-    value = width
-    if isinstance(width, dict):
-        unknown = sorted(set(width) - set(WIDTH_KEYS))
-        if "num_heads" in unknown or "num_query_heads" in unknown:
-            raise ValueError(
-                "Argument `width` cannot prune attention heads of a KerasHub "
-                "backbone: its transformer layers compute the head width as "
-                "`hidden_dim // num_heads`, so fewer heads at the same "
-                "`hidden_dim` make every head wider and no teacher weight "
-                "fits. Prune `intermediate_dim` (and depth) instead. "
-                f"Received: width={width!r}")
-        if unknown:
-            raise ValueError(
-                "Argument `width` of a KerasHub backbone may only hold "
-                f"{list(WIDTH_KEYS)}; `hidden_dim` is not pruned (every "
-                "LayerNorm and head would change). Received: "
-                f"width={width!r}")
-        value = width.get("intermediate_dim")
-        if value is None:
-            return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            "Argument `width` must be a fraction in (0, 1] or a number of "
-            f"channels. Received: width={width!r}")
-    if isinstance(value, float):
-        if not 0 < value <= 1:
-            raise ValueError(
-                "Argument `width` must be a fraction in (0, 1]. Received: "
-                f"width={width!r}")
-        return max(1, int(round(value * size)))
-    if not 1 <= value <= size:
-        raise ValueError(
-            f"Argument `width` must keep between 1 and {size} FFN channels "
-            f"(`intermediate_dim`). Received: width={width!r}")
-    return value
-
-
 def shrink(teacher, depth, width, importance_data, keep, select):
     task, backbone = _split(teacher)
     layers = list(getattr(backbone, "transformer_layers", None) or [])
@@ -203,7 +144,8 @@ def shrink(teacher, depth, width, importance_data, keep, select):
     if importance_data is not None:
         scores, ffn_scores = _layer_scores(backbone, layers, importance_data)
     kept = select(n, depth, keep, scores, minimum=1)
-    inter = _intermediate(width, config)
+    counts = _hub_width.resolve(width, config, type(backbone).__name__)
+    inter = counts["intermediate_dim"]
     masks = {}
     if inter is not None:
         for i in kept:
@@ -216,16 +158,35 @@ def shrink(teacher, depth, width, importance_data, keep, select):
     new_config = dict(config, num_layers=len(kept))
     if inter is not None:
         new_config["intermediate_dim"] = inter
+    plan = None
+    if counts["hidden_dim"] is not None:
+        _hub_width.check(teacher, backbone, layers)
+        plan = _hub_width.plan(backbone, layers, kept, counts,
+                               importance_data, _batches)
+        new_config["num_heads"] = counts["num_heads"]
+        new_config["hidden_dim"] = counts["hidden_dim"]
+    name = type(backbone).__name__
+
+    def copy(old, new):
+        if plan is None:
+            _copy(old, new)
+        else:
+            _hub_width.copy_outer(old, new, plan, name)
+
     new_backbone = type(backbone).from_config(new_config)
     new_layers = list(new_backbone.transformer_layers)
     inside = {id(layer) for layer in layers}
     for layer in backbone.layers:
         if id(layer) in inside or not layer.weights:
             continue
-        _copy(layer, new_backbone.get_layer(layer.name))
+        copy(layer, new_backbone.get_layer(layer.name))
     for j, i in enumerate(kept):
-        _copy(layers[i], new_layers[j], masks.get(i),
-              config.get("intermediate_dim"))
+        if plan is None:
+            _copy(layers[i], new_layers[j], masks.get(i),
+                  config.get("intermediate_dim"))
+        else:
+            _hub_width.copy_layer(layers[i], new_layers[j], plan, i,
+                                  masks.get(i))
     if task is None:
         return new_backbone
     task_config = task.get_config()
@@ -236,7 +197,7 @@ def shrink(teacher, depth, width, importance_data, keep, select):
     for layer in task.layers:
         if id(layer) in skip or not layer.weights:
             continue
-        _copy(layer, new_task.get_layer(layer.name))
+        copy(layer, new_task.get_layer(layer.name))
     return new_task
 
 

@@ -50,10 +50,32 @@ def shrink(teacher, depth=None, width=None, importance_data=None, keep=None):
     `importance_data` (Minitron), summed over the tensors that carry the
     group (each normalised by its mean); without `importance_data`, by
     the L1 norm of the filter that produces each channel (the kernel slice
-    of each producer, Li et al., 2017). For a KerasHub backbone, `width`
-    prunes the FFN (`intermediate_dim`), per layer by its own activations;
-    heads are not pruned (the head width is `hidden_dim // num_heads`, so
-    fewer heads cannot keep the teacher's weights).
+    of each producer, Li et al., 2017).
+
+    For a KerasHub backbone, `width` is a fraction of the FFN channels or
+    a dict of `"intermediate_dim"`, `"num_heads"` and `"hidden_dim"`, each
+    a fraction or a count:
+    - `intermediate_dim`: the FFN channels of each kept layer, by their
+      mean absolute activation (else the L1 norm of their kernels);
+    - `num_heads`: each layer keeps its most important whole heads (mean
+      absolute per-head attention output, else the L1 norm of the head's
+      q/k/v/output weights); the head width is kept, so `hidden_dim`
+      becomes `num_heads * head_dim` unless given;
+    - `hidden_dim`: the residual-stream channels of largest mean absolute
+      activation (every layer's input, Minitron; else the L1 norm of the
+      weights writing them) are kept in the embeddings (and the tied LM
+      head), every LayerNorm and every dense reading or writing the
+      stream. It must be a multiple of the kept heads (a fraction is
+      rounded to one); when the head width `hidden_dim / num_heads`
+      shrinks, each head keeps its most important query/key dims (the same
+      for both) and value dims, and the query kernel and bias are scaled by
+      `sqrt(new_head_dim / head_dim)` so the kept dims' attention scores
+      keep their scale.
+    Heads and `hidden_dim` are pruned for backbones of decoder-only
+    `keras_hub.layers.TransformerDecoder` layers (GPT-2, OPT); others
+    raise a `ValueError`. With fewer hidden channels each LayerNorm
+    normalises over fewer channels, so the student is no longer exact:
+    distil it.
 
     A layer or topology that cannot be pruned consistently (an unknown
     layer reading a pruned group, a layer called twice, a Reshape, grouped
@@ -68,8 +90,9 @@ def shrink(teacher, depth=None, width=None, importance_data=None, keep=None):
             Defaults to `None`.
         width: A fraction in `(0, 1]` of the channels of every prunable
             group to keep, a dict `{layer_name: fraction or count}`
-            (`{"intermediate_dim": ...}` for KerasHub), or `None` to keep
-            every channel. Defaults to `None`.
+            (for KerasHub: `{"intermediate_dim": ..., "num_heads": ...,
+            "hidden_dim": ...}`, any of the three), or `None` to keep every
+            channel. Defaults to `None`.
         importance_data: Inputs the importance scores are computed on (a
             NumPy array, a dict of arrays for KerasHub models, or an
             `(x, y)` tuple); a few hundred samples are enough. `None` picks
