@@ -17,7 +17,7 @@ ways; every int8 accuracy is measured in the LiteRT interpreter on the
 - `qad`: `quantize_aware(float student)` distilled from the teacher with the
   soft loss only (`alpha=0`, ModelOpt's recipe) for the same epochs.
 
-- `float_more_labels_ptq_int8` (`--data cifar10`): the float student
+- `float_more_labels_ptq_int8`: the float student
   trained on the labels alone for the same extra epochs, then post-training
   int8 (the float control of `qat_labels`);
 - `qad_two_teachers` (`--data cifar10`): QAD from the two CIFAR teachers'
@@ -208,22 +208,20 @@ def run_seed(seed, teachers, x, y, x_test, y_test, args, folder):
                            float_keras_accuracy=accuracy(more, x_test,
                                                          y_test)))
 
-    if args.data == "cifar10":
-        # Control of QAT: the same extra epochs on the labels, in float.
-        keras.utils.set_random_seed(seed + 100)
-        labels = fresh()
-        labels.compile(optimizer=keras.optimizers.Adam(1e-4),
-                       loss=bu.sparse_ce())
-        labels.fit(x, y, epochs=args.qad_epochs, batch_size=batch,
-                   verbose=0)
-        path = keras_kd.export.export_student(
-            labels, os.path.join(folder, f"labels_{seed}.tflite"),
-            quantization="int8", representative_data=x[:200])
-        rows.append(report_row("float_more_labels_ptq_int8", labels, path,
-                               x_test, y_test,
-                               epochs=args.epochs + args.qad_epochs,
-                               float_keras_accuracy=accuracy(
-                                   labels, x_test, y_test)))
+    # Control of QAT: the same extra epochs on the labels, in float.
+    keras.utils.set_random_seed(seed + 100)
+    labels = fresh()
+    labels.compile(optimizer=keras.optimizers.Adam(1e-4),
+                   loss=bu.sparse_ce())
+    labels.fit(x, y, epochs=args.qad_epochs, batch_size=batch, verbose=0)
+    path = keras_kd.export.export_student(
+        labels, os.path.join(folder, f"labels_{seed}.tflite"),
+        quantization="int8", representative_data=x[:200])
+    rows.append(report_row("float_more_labels_ptq_int8", labels, path,
+                           x_test, y_test,
+                           epochs=args.epochs + args.qad_epochs,
+                           float_keras_accuracy=accuracy(
+                               labels, x_test, y_test)))
 
     # QAT on labels only.
     keras.utils.set_random_seed(seed + 100)
