@@ -12,8 +12,7 @@ tensor kept (`experimental_preserve_all_tensors`) and prints, per op:
 - `integer`: the same for a NumPy emulation of the integer kernel (the exact
   int32 sum of `(q - zero_point) * w` plus the int32 bias, times the float32
   scale `s_in * s_w / s_out`, rounded half to even, clamped by the fused
-  activation), which is what XNNPACK computes;
-- the stored weights and biases against the fake-quant model's.
+  activation), which is what XNNPACK computes.
 
 `--resolver builtin_ref` runs the interpreter's reference kernels instead of
 the default (XNNPACK) path. The numbers of the run of 2026-12-07 are in
@@ -133,7 +132,8 @@ def main():
         t_in, t_out = op["inputs"][0], op["outputs"][0]
         s_in, z_in = details[t_in]["quantization"]
         s_out, z_out = details[t_out]["quantization"]
-        y_keras = ((values[t_in] - z_in) * s_in).astype("float32")
+        q_in = values[t_in].astype("float64")  # int8 would wrap
+        y_keras = ((q_in - z_in) * s_in).astype("float32")
         for layer in segment:
             y_keras = layer(y_keras)
         y_keras = np.asarray(y_keras)
