@@ -81,9 +81,15 @@ class FakeQuant(keras.layers.Layer):
     Call arguments:
         inputs: Float tensor.
         training: Boolean, whether to update the range.
+        return_range: Boolean, whether to return the range in use as well.
+            `quantize_aware` passes it to the `QuantizeWrapper` layers that
+            read this tensor, for their exact integer inference. Defaults
+            to `False`.
 
     Returns:
-        The tensor, rounded to the 256 levels of the range.
+        The tensor, rounded to the 256 levels of the range; with
+        `return_range=True`, a tuple of it and the float32 vector
+        `[min, max]` of the range.
 
     Example:
 
@@ -137,7 +143,18 @@ class FakeQuant(keras.layers.Layer):
         self.initialized.assign(1.0)
         return x
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, return_range=False):
+        outputs = self._quantize(inputs, training)
+        if not return_range:
+            return outputs
+        constants = _EXPORT.get(id(self))
+        if constants is not None:
+            low, high = constants
+        else:
+            low, high = self.range()
+        return outputs, ops.cast(ops.stack([low, high]), "float32")
+
+    def _quantize(self, inputs, training):
         constants = _EXPORT.get(id(self))
         if constants is not None:
             import tensorflow as tf
@@ -173,6 +190,12 @@ class FakeQuant(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def compute_output_spec(self, inputs, training=None, return_range=False):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if return_range:
+            return outputs, keras.KerasTensor((2,), dtype="float32")
+        return outputs
 
     def get_config(self):
         return {**super().get_config(), "ema_decay": self.ema_decay}
@@ -211,6 +234,18 @@ class QuantizeWrapper(keras.layers.Layer):
 
     Call arguments:
         inputs: Float tensor, the input of the wrapped layer.
+        input_range: Optional float vector `[min, max]`, the range of the
+            `FakeQuant` that quantized `inputs` (`quantize_aware` wires
+            it). With it, inference (`training=False`) computes as LiteRT's
+            integer kernels do: the sum of integer input levels times
+            integer weight levels (exact in float32), plus the bias rounded
+            to the int32 grid of `input_scale * weight_scale`, times that
+            scale; so the `FakeQuant` that follows rounds what the int8
+            kernel rounds. Training and calibration use the float path
+            (fake-quantized inputs times fake-quantized weights), whose
+            gradients are the straight-through ones. Defaults to `None`:
+            the float path always.
+        training: Boolean, training or inference.
 
     Returns:
         The output of the layer (and batch norm, activation), float.
@@ -228,6 +263,7 @@ class QuantizeWrapper(keras.layers.Layer):
         self.activation_name = activation_name(layer.activation)
         self.depthwise_quantizer = None
         self.activation_quantizer = None
+        self._calibrating = False
         if self.kind == "SeparableConv2D":
             self.depthwise_quantizer = FakeQuant(
                 ema_decay, name=f"{self.name}_depthwise_quant"
@@ -303,10 +339,14 @@ class QuantizeWrapper(keras.layers.Layer):
         x = self.depthwise_quantizer(x, training=training)
         return ops.conv(x, kernel, strides=1, padding="valid")
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, input_range=None, training=None):
         constants = _EXPORT.get(id(self))
         if constants is not None:
             kernel, bias, depthwise = _export_kernels(self, constants)
+        elif input_range is not None and not training and not (
+            self._calibrating
+        ):
+            return self._integer_call(inputs, input_range)
         else:
             kernel, bias = self.folded_kernel_and_bias()
             kernel = self.quantized_kernel(kernel)
@@ -317,6 +357,54 @@ class QuantizeWrapper(keras.layers.Layer):
         if self.activation_quantizer is not None:
             x = self.activation_quantizer(x, training=training)
         return _apply_activation(self.activation_name, x)
+
+    def _integer_call(self, inputs, input_range):
+        """Inference as the int8 kernel computes it (see the class doc)."""
+        x, input_scale = fq.activation_levels(
+            inputs, input_range[0], input_range[1]
+        )
+        kernel, bias = self.folded_kernel_and_bias()
+        if self.kind == "SeparableConv2D":
+            depthwise, depthwise_scale = _depthwise_levels(
+                self.layer.depthwise_kernel
+            )
+            # LiteRT's depthwise half has no bias; its output is requantized
+            # by the inner FakeQuant before the pointwise half reads it.
+            x = self._convolve_depthwise(x, depthwise)
+            x, inner_range = self.depthwise_quantizer(
+                x * (input_scale * depthwise_scale),
+                training=False,
+                return_range=True,
+            )
+            x, input_scale = fq.activation_levels(
+                x, inner_range[0], inner_range[1]
+            )
+            kernel, kernel_scale = fq.weight_levels(kernel)
+            x = ops.conv(x, kernel, strides=1, padding="valid")
+        elif self.kind == "DepthwiseConv2D":
+            kernel, kernel_scale = _depthwise_levels(kernel)
+            x = self._convolve_depthwise(x, kernel)
+        else:
+            kernel, kernel_scale = fq.weight_levels(
+                kernel, per_channel=self.kind != "Dense"
+            )
+            x = self._convolve(x, kernel, None, False)
+        accumulator_scale = input_scale * kernel_scale
+        x = (x + ops.round(bias / accumulator_scale)) * accumulator_scale
+        if self.activation_quantizer is not None:
+            x = self.activation_quantizer(x, training=False)
+        return _apply_activation(self.activation_name, x)
+
+    def _convolve_depthwise(self, x, kernel):
+        layer = self.layer
+        return ops.depthwise_conv(
+            x,
+            kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format="channels_last",
+        )
 
     def _quantized_depthwise(self):
         kernel = ops.convert_to_tensor(self.layer.depthwise_kernel)
@@ -338,6 +426,11 @@ class QuantizeWrapper(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    def compute_output_spec(self, inputs, input_range=None, training=None):
+        return keras.KerasTensor(
+            self.compute_output_shape(inputs.shape), dtype=self.compute_dtype
+        )
 
     def get_config(self):
         config = {
@@ -394,6 +487,16 @@ def _tf_depthwise_quant(tf, kernel):
     return tf.reshape(_tf_weight_quant(tf, flat, True), shape)
 
 
+def _depthwise_levels(kernel):
+    """Integer levels of a depthwise kernel `(h, w, channels, multiplier)`,
+    one scale per output channel (`channels * multiplier`)."""
+    kernel = ops.convert_to_tensor(kernel)
+    shape = kernel.shape
+    flat = ops.reshape(kernel, (-1, shape[-2] * shape[-1]))
+    levels, scale = fq.weight_levels(flat)
+    return ops.reshape(levels, shape), scale
+
+
 def _export_kernels(wrapper, constants):
     import tensorflow as tf
 
@@ -440,12 +543,9 @@ def export_constants(model):
 @contextlib.contextmanager
 def calibrating(model):
     """While active, `FakeQuant` layers widen their ranges to what they see
-    and pass their inputs through unquantized."""
-    layers = [
-        layer
-        for layer in quantize_aware_layers(model)
-        if isinstance(layer, FakeQuant)
-    ]
+    and pass their inputs through unquantized, and `QuantizeWrapper` layers
+    take the float path."""
+    layers = quantize_aware_layers(model)
     for layer in layers:
         layer._calibrating = True
     try:

@@ -142,3 +142,46 @@ def fake_quant_weights(kernel, per_channel=True, num_bits=8):
     """
     min_value, max_value = weight_range(kernel, per_channel)
     return fake_quant(kernel, min_value, max_value, num_bits, True)
+
+
+def weight_levels(kernel, per_channel=True, num_bits=8):
+    """The integer levels LiteRT stores for a kernel, and their scales.
+
+    Args:
+        kernel: Float tensor whose last axis is the output channel.
+        per_channel: Boolean, one scale per output channel. Defaults to
+            `True`.
+        num_bits: Integer. Defaults to `8`.
+
+    Returns:
+        A tuple `(levels, scale)`: `levels` holds integer values in
+        `[-127, 127]` (as floats) with `levels * scale ==
+        fake_quant_weights(kernel, per_channel)`; `scale` is a vector of
+        the last axis' length, or a scalar.
+    """
+    min_value, max_value = weight_range(kernel, per_channel)
+    _, _, scale = nudged_range(min_value, max_value, num_bits, True)
+    quantized = fake_quant(kernel, min_value, max_value, num_bits, True)
+    scale = ops.cast(scale, quantized.dtype)
+    return ops.round(quantized / scale), scale
+
+
+def activation_levels(x, min_value, max_value, num_bits=8):
+    """The integer values `q - zero_point` of a fake-quantized tensor.
+
+    Args:
+        x: Float tensor on the grid of `fake_quant(., min_value,
+            max_value)`, such as the output of that call.
+        min_value: Float scalar, the lower end of the range.
+        max_value: Float scalar, the upper end.
+        num_bits: Integer. Defaults to `8`.
+
+    Returns:
+        A tuple `(levels, scale)`: `levels` holds the integers
+        `round(x / scale)` (as floats), so `levels * scale` is `x` up to
+        float rounding; `scale` is the grid's step.
+    """
+    x = ops.convert_to_tensor(x)
+    _, _, scale = nudged_range(min_value, max_value, num_bits, False)
+    scale = ops.cast(scale, x.dtype)
+    return ops.round(x / scale), scale

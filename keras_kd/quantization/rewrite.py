@@ -138,6 +138,26 @@ def quantize_aware(
         )
 
     copies = []  # (new wrapper, old layer, old batch norm)
+    # id(new tensor) -> the `[min, max]` tensor of the FakeQuant whose grid
+    # it lies on, for the exact integer inference of the wrappers reading it.
+    ranges = {}
+
+    def quantize(quantizer, x):
+        y, value_range = quantizer(x, return_range=True)
+        ranges[id(y)] = value_range
+        return y
+
+    def wrap(wrapper, x, *args, **kwargs):
+        value_range = ranges.get(id(x))
+        if value_range is not None and not args:
+            kwargs["input_range"] = value_range
+        return wrapper(x, *args, **kwargs)
+
+    def pass_through(clone, x, *args, **kwargs):
+        y = clone(x, *args, **kwargs)
+        if id(x) in ranges:
+            ranges[id(y)] = ranges[id(x)]
+        return y
 
     def rebuild(layer):
         kind = type(layer).__name__
@@ -152,22 +172,24 @@ def quantize_aware(
                 inner, inner_bn, ema_decay, name=f"quant_{layer.name}"
             )
             copies.append((wrapper, layer, bn))
-            if quantized_after(layer):
-                return lambda *a, **k: quantizer(wrapper(*a, **k))
-            return wrapper
+            if not quantized_after(layer):
+                return lambda *a, **k: wrap(wrapper, *a, **k)
+            return lambda *a, **k: quantize(
+                quantizer, wrap(wrapper, *a, **k)
+            )
         clone = _clone(layer)
         copies.append((clone, layer, None))
         if kind in _PASS_THROUGH:
-            return clone
+            return lambda *a, **k: pass_through(clone, *a, **k)
         if kind in _ACTIVATION_LAYERS and _activation_of(layer) == "hard_silu":
             # LiteRT's HARD_SWISH takes a quantized input of its own.
             pre = qlayers.FakeQuant(ema_decay, name=f"{layer.name}_in_quant")
             if not quantized_after(layer):
                 return lambda x, **k: clone(pre(x), **k)
-            return lambda x, **k: quantizer(clone(pre(x), **k))
+            return lambda x, **k: quantize(quantizer, clone(pre(x), **k))
         if not quantized_after(layer):
             return clone
-        return lambda *a, **k: quantizer(clone(*a, **k))
+        return lambda *a, **k: quantize(quantizer, clone(*a, **k))
 
     inputs = [
         keras.Input(
@@ -179,8 +201,8 @@ def quantize_aware(
         for tensor in graph.inputs
     ]
     quantized_inputs = [
-        qlayers.FakeQuant(ema_decay, name=f"{tensor.name}_quant")(tensor)
-        for tensor in inputs
+        quantize(qlayers.FakeQuant(ema_decay, name=f"{x.name}_quant"), x)
+        for x in inputs
     ]
     outputs = graph._run_through_graph(quantized_inputs, operation_fn=rebuild)
     model = keras.Model(

@@ -168,3 +168,55 @@ class QuantizeAwareExportOtherBackendsTest(TestCase):
         self.assertLessEqual(np.abs(actual - expected).max(), 2.0 * step)
         np.testing.assert_array_equal(
             actual.argmax(-1), expected.argmax(-1))
+
+
+def separable_student(seed=0):
+    """MobileNet-like: the layers of the CIFAR-10 QAD benchmark's student."""
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    inputs = keras.Input((12, 12, 3))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU(6.0)(x)
+    for filters, stride in ((16, 2), (16, 1)):
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same",
+                                   use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU(6.0)(x)
+        x = layers.Conv2D(filters, 1, use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU(6.0)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(10)(x))
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:  # Trained-looking statistics.
+        if isinstance(layer, layers.BatchNormalization):
+            shape = layer.gamma.shape
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.2, shape),
+                rng.normal(0, 0.2, shape), rng.uniform(0.5, 1.5, shape),
+            ])
+    return model
+
+
+@requires_litert
+@pytest.mark.backends("tensorflow")
+class IntegerParityTest(TestCase):
+    def test_keras_inference_rounds_as_the_int8_file(self):
+        x = images(300, seed=1) * 255.0
+        model = quantization.quantize_aware(separable_student(), x[:100])
+        path = export.export_student(
+            model, os.path.join(self.get_temp_dir(), "q.tflite"),
+            quantization="int8")
+        lite = export.LiteRTModel(path).predict(x)
+        step = model.layers[-1].scale()
+        off = np.abs(keras.ops.convert_to_numpy(model(x)) - lite) / step
+        # Exact integer sums: (almost) every logit is LiteRT's, where the
+        # float path (below) is a step off on a few percent of them.
+        self.assertLessEqual(np.mean(off > 0.5), 0.002)
+        self.assertLessEqual(off.max(), 1.01)
+        for layer in model.layers:
+            if isinstance(layer, quantization.QuantizeWrapper):
+                layer._calibrating = True
+        floating = np.abs(keras.ops.convert_to_numpy(model(x)) - lite) / step
+        self.assertGreater(np.mean(floating > 0.5), 0.005)

@@ -159,3 +159,121 @@ class QuantizeWrapperTest(TestCase):
         with self.assertRaisesRegex(ValueError, "channels_first"):
             quantization.QuantizeWrapper(
                 keras.layers.Conv2D(3, 3, data_format="channels_first"))
+
+
+def reference_levels(kernel, per_channel=True):
+    """Integer weight levels and scales, as LiteRT stores them."""
+    axes = tuple(range(kernel.ndim - 1)) if per_channel else None
+    scale = (2 * np.abs(kernel).max(axis=axes) / 254.0).astype("float32")
+    return np.clip(np.floor(kernel / scale + 0.5), -127, 127), scale
+
+
+def reference_integer_conv(x, kernel, stride, depthwise=False):
+    """Exact int64 convolution with 'same' padding (zero = the zero point)."""
+    h, w = kernel.shape[:2]
+    x = np.pad(x, ((0, 0), (h // 2, h // 2), (w // 2, w // 2), (0, 0)))
+    rows = (x.shape[1] - h) // stride + 1
+    cols = (x.shape[2] - w) // stride + 1
+    out = 0
+    for i in range(h):
+        for j in range(w):
+            patch = x[:, i:i + stride * rows:stride, j:j + stride * cols:stride]
+            if depthwise:
+                taps = patch[..., :, None] * kernel[i, j]
+                out = out + taps.reshape(taps.shape[:-2] + (-1,))
+            else:
+                out = out + patch @ kernel[i, j]
+    return out
+
+
+class IntegerInferenceTest(TestCase):
+    """Inference with `input_range` computes what LiteRT's int8 kernels do:
+    an exact integer sum, the bias on the int32 grid, one scale."""
+
+    def _check(self, layer, shape, reference):
+        rng = np.random.default_rng(2)
+        wrapper = quantization.QuantizeWrapper(layer)
+        low, high = -1.3, 2.9
+        scale = np.float32((high - low) / 255.0)
+        zero = np.floor(-low / scale + 0.5)
+        levels = rng.integers(-128, 128, size=(3,) + shape)
+        x = ((levels + 128 - zero) * scale).astype("float32")
+        x_levels = np.round(x / scale)
+        wrapper(x)
+        kernel, bias = [w for w in layer.get_weights()][-2:]
+        bias = rng.normal(0, 0.3, bias.shape).astype("float32")
+        layer.set_weights(layer.get_weights()[:-1] + [bias])
+        expected = reference(x_levels.astype("int64"), scale, bias)
+        got = wrapper(
+            x, input_range=np.array([low, high], "float32"), training=False
+        )
+        self.assertAllClose(got, expected, rtol=1e-6, atol=1e-6)
+        # The float path (training, or no range) differs by float sums only.
+        floating = keras.ops.convert_to_numpy(wrapper(x, training=False))
+        self.assertAllClose(floating, expected, rtol=1e-4, atol=1e-4)
+        return expected
+
+    def _requantize(self, acc, x_scale, w_scale, bias):
+        accumulator_scale = x_scale * w_scale
+        return (acc + np.round(bias / accumulator_scale)) * accumulator_scale
+
+    def test_conv2d(self):
+        layer = keras.layers.Conv2D(5, 3, strides=2, padding="same")
+
+        def reference(x, scale, bias):
+            kernel = layer.get_weights()[0]
+            w, w_scale = reference_levels(kernel)
+            acc = reference_integer_conv(x, w.astype("int64"), 2)
+            return self._requantize(acc, scale, w_scale, bias)
+
+        self._check(layer, (7, 7, 4), reference)
+
+    def test_depthwise_conv2d(self):
+        layer = keras.layers.DepthwiseConv2D(
+            3, padding="same", depth_multiplier=2, activation="relu6"
+        )
+
+        def reference(x, scale, bias):
+            kernel = layer.get_weights()[0]
+            flat = kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
+            w, w_scale = reference_levels(flat)
+            w = w.reshape(kernel.shape).astype("int64")
+            acc = reference_integer_conv(x, w, 1, depthwise=True)
+            return np.clip(self._requantize(acc, scale, w_scale, bias), 0, 6)
+
+        self._check(layer, (6, 6, 3), reference)
+
+    def test_dense_per_tensor(self):
+        layer = keras.layers.Dense(7, activation="relu")
+
+        def reference(x, scale, bias):
+            w, w_scale = reference_levels(layer.get_weights()[0], False)
+            acc = x @ w.astype("int64")
+            return np.maximum(self._requantize(acc, scale, w_scale, bias), 0)
+
+        self._check(layer, (9,), reference)
+
+    def test_separable_requantizes_between_its_halves(self):
+        layer = keras.layers.SeparableConv2D(4, 3, padding="same")
+        wrapper = quantization.QuantizeWrapper(layer)
+        x = np.random.default_rng(3).uniform(0, 2, (2, 6, 6, 3))
+        x = np.round(x / (2 / 255)) * (2 / 255)
+        wrapper(x.astype("float32"))
+        wrapper.depthwise_quantizer.calibrate(
+            np.array([-3.0, 3.0], "float32"))
+        got = wrapper(x.astype("float32"), training=False,
+                      input_range=np.array([0.0, 2.0], "float32"))
+        depthwise, pointwise, bias = layer.get_weights()
+        flat = depthwise.reshape(-1, depthwise.shape[-2] * depthwise.shape[-1])
+        dw, dw_scale = reference_levels(flat)
+        scale = np.float32(2 / 255)
+        acc = reference_integer_conv(
+            np.round(x / scale).astype("int64"),
+            dw.reshape(depthwise.shape).astype("int64"), 1, depthwise=True)
+        inner = reference_fake_quant(acc * (scale * dw_scale), -3.0, 3.0)
+        inner_scale = np.float32(6 / 255)
+        pw, pw_scale = reference_levels(pointwise)
+        acc = np.round(inner / inner_scale).astype("int64") @ pw[0, 0].astype(
+            "int64")
+        expected = self._requantize(acc, inner_scale, pw_scale, bias)
+        self.assertAllClose(got, expected, rtol=1e-5, atol=1e-5)

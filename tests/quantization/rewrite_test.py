@@ -120,6 +120,26 @@ class QuantizeAwareTest(TestCase):
         self.assertAllClose(
             revived(x, training=False), qat(x, training=False), atol=1e-6
         )
+        # The reloaded wrappers still get their input ranges: their exact
+        # integer inference differs from the float path (the one they take
+        # while calibrating) on some elements.
+        wrappers = [layer for layer in revived.layers
+                    if isinstance(layer, quantization.QuantizeWrapper)]
+        # Every quantized activation, not only the output (which the coarse
+        # steps at the end can leave equal).
+        tap = keras.Model(revived.inputs[0], [
+            layer.output[0] for layer in revived.layers
+            if isinstance(layer, quantization.FakeQuant)
+            and isinstance(layer.output, (tuple, list))
+        ])
+        held_out = images(300, seed=1)
+        exact = np.concatenate([
+            keras.ops.convert_to_numpy(t).ravel() for t in tap(held_out)])
+        for layer in wrappers:
+            layer._calibrating = True
+        floating = np.concatenate([
+            keras.ops.convert_to_numpy(t).ravel() for t in tap(held_out)])
+        self.assertGreater(np.abs(floating - exact).max(), 1e-4)
         self.assertAllClose(
             revived.layers[1].max_value, qat.layers[1].max_value
         )
