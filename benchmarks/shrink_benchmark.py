@@ -52,14 +52,17 @@ initialisation is the shrunk model's class rebuilt from its config under
 the seed (`clone_model` would return a plain Functional). `depthN` keeps N
 of the 4 transformer layers (the N that change their input most on the
 importance data, 1 - cosine), `widthF` keeps the fraction F of each
-layer's FFN channels (`intermediate_dim`, by mean absolute activation);
-heads and `hidden_dim` are not pruned. Importance data: the first
+layer's FFN channels (`intermediate_dim`, by mean absolute activation).
+Importance data: the first
 `--importance-samples` (64) training chunks, padded to 128 tokens. The
 metric is `lm_benchmark.validation_loss` (token cross-entropy over the
 whole validation split) and its perplexity; `--table` prints the markdown
 table of the lm rows of `--output`.
 
-A spec is `widthF`, `depthN` or `keepI,J,...`, several joined by `+`.
+A spec is `widthF`, `depthN` or `keepI,J,...`, several joined by `+`;
+for `--teacher lm` also `ffnF`, `headsF` and `hiddenF`, the fractions of
+`intermediate_dim`, `num_heads` and `hidden_dim` kept (`shrink`'s `width`
+dict; `heads0.5` alone also halves `hidden_dim`, the head width is kept).
 
 Run (one benchmark at a time on a shared machine):
 
@@ -131,18 +134,28 @@ def teacher_for(args, x, y):
     return teacher, path
 
 
+# KerasHub widths: spec prefix -> key of shrink's `width` dict.
+HUB_WIDTHS = {"ffn": "intermediate_dim", "heads": "num_heads",
+              "hidden": "hidden_dim"}
+
+
 def shrink_arguments(spec):
     kwargs = {}
     for part in spec.split("+"):
-        if part.startswith("width"):
+        hub = [p for p in HUB_WIDTHS if part.startswith(p)]
+        if hub:
+            width = kwargs.setdefault("width", {})
+            width[HUB_WIDTHS[hub[0]]] = float(part[len(hub[0]):])
+        elif part.startswith("width"):
             kwargs["width"] = float(part[5:])
         elif part.startswith("depth"):
             kwargs["depth"] = int(part[5:])
         elif part.startswith("keep"):
             kwargs["keep"] = [int(i) for i in part[4:].split(",")]
         else:
-            raise SystemExit("--shrink takes widthF, depthN or keepI,J "
-                             f"(joined by +), got {spec!r}")
+            raise SystemExit("--shrink takes widthF, depthN, keepI,J or, for "
+                             "--teacher lm, ffnF, headsF, hiddenF (joined "
+                             f"by +), got {spec!r}")
     return kwargs
 
 
