@@ -57,7 +57,11 @@ def quantize_aware(
     of a `Concatenate` take its range, as LiteRT gives them). Ranges are
     calibrated on `representative_data` (or taken from the first training
     batch), then tracked with a moving average while training. Gradients go
-    straight through the rounding (zero outside a range).
+    straight through the rounding (zero outside a range). In inference each
+    `Dense` and convolution computes as LiteRT's int8 kernel does (integer
+    input and weight levels, an exact sum, the bias rounded to the int32
+    grid), from the range of the quantizer before it, so the fake-quant
+    model rounds where the `.tflite` file rounds.
 
     The result is a functional `keras.Model` of registered layers: distil
     it as any student (TensorFlow, JAX or PyTorch), save it as `.keras`, and
