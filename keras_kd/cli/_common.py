@@ -591,6 +591,36 @@ def check_finite(flag, x):
         )
 
 
+def load_training_data(args, role, model):
+    """`--data` (split) and `--unlabeled` for `model`, checked.
+
+    Args:
+        args: the parsed arguments (`data`, `data_dir`, `image_size`,
+            `validation_split`, `seed`, `unlabeled`).
+        role: `"student"` or `"teacher"`, the model the data must fit.
+        model: that model; its input shape sizes the images.
+
+    Returns:
+        `(data, x, y)`: the loaded data with its validation split, and the
+        training inputs and labels, `--unlabeled` samples appended with
+        label `-1`.
+    """
+    import numpy as np
+
+    image_shape = image_shape_of(model, args.image_size)
+    data = load_data("--data", args.data, args.data_dir, image_shape)
+    data.split_validation(args.validation_split, args.seed)
+    x, y = data.train
+    check_inputs(role, "--data", model, x)
+    check_finite("--data", x)
+    if args.unlabeled:
+        extra = load_inputs("--unlabeled", args.unlabeled, image_shape)
+        check_inputs(role, "--unlabeled", model, extra)
+        x = np.concatenate([x, extra])
+        y = np.concatenate([y, np.full((len(extra),), -1, y.dtype)])
+    return data, x, y
+
+
 def check_labels(flag, y, num_classes, unlabeled=True):
     """Labels must be class ids in `[0, num_classes)` (or `-1`, unlabeled,
     when `unlabeled` is `True`)."""

@@ -143,21 +143,8 @@ def _quantize_aware_function():
 
 
 def load_inputs(args):
-    import numpy as np
-
     teacher = _common.load_model("TEACHER.keras", args.teacher)
-    image_shape = _common.image_shape_of(teacher, args.image_size)
-    data = _common.load_data("--data", args.data, args.data_dir, image_shape)
-    data.split_validation(args.validation_split, args.seed)
-    x, y = data.train
-    _common.check_inputs("teacher", "--data", teacher, x)
-    _common.check_finite("--data", x)
-    if args.unlabeled:
-        extra = _common.load_inputs("--unlabeled", args.unlabeled,
-                                    image_shape)
-        _common.check_inputs("teacher", "--unlabeled", teacher, extra)
-        x = np.concatenate([x, extra])
-        y = np.concatenate([y, np.full((len(extra),), -1, y.dtype)])
+    data, x, y = _common.load_training_data(args, "teacher", teacher)
     return teacher, data, x, y
 
 

@@ -153,23 +153,9 @@ def check(args):
 
 def load_inputs(args):
     """Teacher, student and data of `distill` and `tune`, all checked."""
-    import numpy as np
-
     teacher = _common.load_model("TEACHER.keras", args.teacher)
     student = _common.load_model("STUDENT.keras", args.student)
-    image_shape = _common.image_shape_of(student, args.image_size)
-    data = _common.load_data("--data", args.data, args.data_dir,
-                             image_shape)
-    data.split_validation(args.validation_split, args.seed)
-    x, y = data.train
-    _common.check_inputs("student", "--data", student, x)
-    _common.check_finite("--data", x)
-    if args.unlabeled:
-        extra = _common.load_inputs("--unlabeled", args.unlabeled,
-                                    image_shape)
-        _common.check_inputs("student", "--unlabeled", student, extra)
-        x = np.concatenate([x, extra])
-        y = np.concatenate([y, np.full((len(extra),), -1, y.dtype)])
+    data, x, y = _common.load_training_data(args, "student", student)
     return teacher, student, data, x, y
 
 
