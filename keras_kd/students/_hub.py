@@ -204,12 +204,7 @@ def shrink(teacher, depth, width, importance_data, keep, select):
 def _copy(old, new, kept=None, size=None):
     """Copies `old`'s weights into `new`, slicing the axes that shrank to
     the intermediate channels `kept` (of `size` in the teacher)."""
-    if len(old.weights) != len(new.weights):
-        raise ValueError(
-            f"Layer '{old.name}' ({type(old).__name__}) has "
-            f"{len(old.weights)} weights in the teacher and "
-            f"{len(new.weights)} in the new model; shrink cannot copy it.")
-    for source, target in zip(old.weights, new.weights):
+    for source, target in _hub_width.weight_pairs(old, new):
         value = np.asarray(keras.ops.convert_to_numpy(source))
         for axis, (a, b) in enumerate(zip(value.shape, target.shape)):
             if a == b:
@@ -220,9 +215,4 @@ def _copy(old, new, kept=None, size=None):
                     f"teacher and {tuple(target.shape)} in the new model; "
                     "shrink cannot copy it consistently.")
             value = np.take(value, kept, axis=axis)
-        if value.shape != tuple(target.shape):
-            raise ValueError(
-                f"Weight {source.path!r} has shape {value.shape} in the "
-                f"teacher and {tuple(target.shape)} in the new model; "
-                "shrink cannot copy it consistently.")
-        target.assign(value)
+        _hub_width.assign(source, value, target)

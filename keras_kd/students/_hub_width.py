@@ -348,13 +348,30 @@ def copy_outer(old, new, p, name):
                        for key, a in axes.items()})
 
 
-def _assign(old, new, cut):
+def weight_pairs(old, new):
+    """`zip(old.weights, new.weights)`, refusing layers whose weight lists
+    differ (shrink could not tell which weight goes where)."""
     if len(old.weights) != len(new.weights):
         raise ValueError(
             f"Layer '{old.name}' ({type(old).__name__}) has "
             f"{len(old.weights)} weights in the teacher and "
             f"{len(new.weights)} in the new model; shrink cannot copy it.")
-    for source, target in zip(old.weights, new.weights):
+    return zip(old.weights, new.weights)
+
+
+def assign(source, value, target):
+    """Assigns the sliced teacher weight `value` to `target`, refusing a
+    shape mismatch instead of broadcasting or failing deep in the backend."""
+    if value.shape != tuple(target.shape):
+        raise ValueError(
+            f"Weight {source.path!r} has shape {value.shape} after "
+            f"slicing and {tuple(target.shape)} in the new model; "
+            "shrink cannot copy it consistently.")
+    target.assign(value)
+
+
+def _assign(old, new, cut):
+    for source, target in weight_pairs(old, new):
         if id(source) not in cut:
             raise ValueError(
                 f"Weight {source.path!r} of layer '{old.name}' is not one "
@@ -362,12 +379,7 @@ def _assign(old, new, cut):
                 "channels. Prune `intermediate_dim` and depth instead.")
         value = cut[id(source)](np.asarray(
             keras.ops.convert_to_numpy(source)))
-        if value.shape != tuple(target.shape):
-            raise ValueError(
-                f"Weight {source.path!r} has shape {value.shape} after "
-                f"slicing and {tuple(target.shape)} in the new model; "
-                "shrink cannot copy it consistently.")
-        target.assign(value)
+        assign(source, value, target)
 
 
 @contextlib.contextmanager

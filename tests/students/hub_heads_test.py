@@ -272,3 +272,31 @@ class HubHeadsTest(TestCase):
         with self.assertRaisesRegex(ValueError, "GPTNeoXBackbone has layer "
                                     "'transformer_layer_0' of type"):
             shrink(neox, width={"num_heads": 1})
+
+
+class CopyGuardsTest(TestCase):
+    """The weight copy refuses what it cannot map one to one."""
+
+    def test_weight_lists_of_different_length(self):
+        from keras_kd.students import _hub_width
+
+        old = keras.layers.Dense(3)
+        old.build((None, 2))
+        new = keras.layers.Dense(3, use_bias=False)
+        new.build((None, 2))
+        with self.assertRaisesRegex(ValueError, "2 weights in the teacher "
+                                    "and 1 in the new model"):
+            list(_hub_width.weight_pairs(old, new))
+
+    def test_sliced_shape_mismatch(self):
+        from keras_kd.students import _hub_width
+
+        old = keras.layers.Dense(3)
+        old.build((None, 2))
+        new = keras.layers.Dense(2)
+        new.build((None, 2))
+        before = _np(new.kernel)
+        with self.assertRaisesRegex(ValueError, r"shape \(2, 3\) after "
+                                    r"slicing and \(2, 2\)"):
+            _hub_width.assign(old.kernel, _np(old.kernel), new.kernel)
+        np.testing.assert_array_equal(_np(new.kernel), before)
