@@ -35,6 +35,7 @@ from keras import ops
 from keras_kd.losses import tokens
 from keras_kd.terms.base import LogitTerm
 from keras_kd.terms.base import Term
+from keras_kd.utils import keras_compat
 from keras_kd.utils import validation
 
 _SPECS = {
@@ -63,8 +64,7 @@ def find_head(model):
             "or `keras.Model(inputs, outputs)`) whose last layer is a "
             f"`Dense` or a `ReversibleEmbedding`. Received: model={model!r}"
         )
-    history = getattr(model.outputs[0], "_keras_history", None)
-    layer = None if history is None else history.operation
+    layer = keras_compat.producing_operation(model.outputs[0])
     ok = isinstance(layer, keras.layers.Dense) and layer.activation in (
         None, keras.activations.linear)
     ok = ok or _is_reversible_embedding(layer)
@@ -81,7 +81,7 @@ def find_head(model):
             "The fused path needs a float head. Received: a head quantized "
             f"to {layer.quantization_mode!r}. Quantize the other layers only."
         )
-    node = layer._inbound_nodes[history.node_index]
+    node = keras_compat.producing_node(model.outputs[0])
     return layer, node.input_tensors[0]
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from keras_kd.export import _data
 from keras_kd.export import litert
 from keras_kd.export.litert_model import LiteRTModel
+from keras_kd.utils import keras_compat
 from keras_kd.utils import validation
 
 
@@ -220,8 +221,7 @@ def _output_scale(student, runner):
 
     outputs = getattr(student, "outputs", None) or []
     if len(outputs) == 1:
-        history = getattr(outputs[0], "_keras_history", None)
-        layer = getattr(history, "operation", None)
+        layer = keras_compat.producing_operation(outputs[0])
         if isinstance(layer, qlayers.FakeQuant):
             return layer.scale()
     if runner.output_quantization is not None:

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_kd.quantization import layers as qlayers
+from keras_kd.utils import keras_compat
 
 _KERNEL = ("Dense", "Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 # Layers LiteRT runs with the scale of their input: no quantizer after them.
@@ -298,8 +299,8 @@ def _functional(student):
             f"Received: student={student.name!r} of type "
             f"{type(student).__name__}"
         )
-    if isinstance(student, keras.Sequential) or not hasattr(
-        student, "_nodes_by_depth"
+    if isinstance(student, keras.Sequential) or (
+        keras_compat.nodes_by_depth(student) is None
     ):
         try:
             inputs, outputs = student.inputs, student.outputs
@@ -318,7 +319,7 @@ def _functional(student):
 
 def _graph_links(graph):
     consumers, producers, calls, ranks = {}, {}, {}, {}
-    for nodes in graph._nodes_by_depth.values():
+    for nodes in keras_compat.nodes_by_depth(graph).values():
         for node in nodes:
             if not node.operation or node.is_input:
                 continue
@@ -327,7 +328,7 @@ def _graph_links(graph):
             if node.input_tensors:
                 ranks[key] = len(node.input_tensors[0].shape)
             for tensor in node.input_tensors:
-                producer = tensor._keras_history.operation
+                producer = keras_compat.producing_operation(tensor)
                 readers = consumers.setdefault(id(producer), [])
                 if node.operation not in readers:
                     readers.append(node.operation)

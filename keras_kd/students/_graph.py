@@ -12,9 +12,10 @@ Concatenate and tiled by Flatten. The kept channels of each group are chosen
 once, then each layer slices its weights by the kept positions of its input
 map and of its own group.
 
-Private Keras attributes read here: `Functional._nodes_by_depth`,
-`Functional._inputs_struct`/`_outputs_struct`, `Sequential._functional` and
-`Node.arguments.fill_in` (how Functional itself replays its graph).
+`_importance.py` scores the channels and residual blocks, `_rebuild.py`
+builds the pruned model. The private Keras attributes these read (the
+Functional graph, its nodes and how it replays them) go through
+`keras_kd.utils.keras_compat`.
 """
 
 import collections
@@ -23,6 +24,8 @@ import difflib
 import keras
 import numpy as np
 from keras import layers as L
+
+from keras_kd.utils import keras_compat
 
 _PASS_THROUGH = tuple(getattr(L, name) for name in (
     "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D",
@@ -140,7 +143,7 @@ class ChannelMap:
 def graph_of(model):
     """The Functional graph of a Sequential or Functional model."""
     if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
+        graph = keras_compat.sequential_graph(model)
         if graph is None:
             raise ValueError(
                 "Argument `teacher` is a Sequential model that is not built, "
@@ -148,7 +151,7 @@ def graph_of(model):
                 "`keras.Input(shape)` or call it once on data. Received: "
                 f"teacher={model.name!r}")
         return graph
-    if getattr(model, "_nodes_by_depth", None) is None:
+    if keras_compat.nodes_by_depth(model) is None:
         raise TypeError(
             "Argument `teacher` must be a Sequential or Functional Keras model "
             "(or a KerasHub backbone or task), whose layer graph shrink can "
@@ -160,7 +163,7 @@ def graph_of(model):
 
 def nodes_of(graph):
     """Nodes in topological order (inputs first)."""
-    by_depth = graph._nodes_by_depth
+    by_depth = keras_compat.nodes_by_depth(graph)
     return [n for d in sorted(by_depth, reverse=True) for n in by_depth[d]]
 
 
@@ -401,301 +404,6 @@ def resolve_width(analysis, width):
     return counts
 
 
-def _iterate(data, batch_size=64):
-    """Batches of `data` (an array, a dict of arrays, or `(x, y)`)."""
-    if isinstance(data, tuple):
-        data = data[0]
-    if isinstance(data, dict):
-        n = len(next(iter(data.values())))
-        for i in range(0, n, batch_size):
-            yield {k: np.asarray(v[i:i + batch_size]) for k, v in data.items()}
-        return
-    if hasattr(data, "as_numpy_iterator") or not hasattr(data, "__len__"):
-        for batch in data:
-            if isinstance(batch, tuple):
-                batch = batch[0]
-            yield batch
-        return
-    data = np.asarray(data)
-    for i in range(0, len(data), batch_size):
-        yield data[i:i + batch_size]
-
-
 def _same_map(a, b):
     return len(a) == len(b) and np.array_equal(a.index, b.index) and all(
         g.root() is h.root() for g, h in zip(a.groups, b.groups))
-
-
-def _mean_abs(values):
-    a = np.abs(np.asarray(keras.ops.convert_to_numpy(values), "float64"))
-    a = a.reshape(-1, a.shape[-1])
-    return a.sum(0), a.shape[0]
-
-
-def activation_scores(analysis, groups, data):
-    """Mean absolute activation per channel of each group (Minitron),
-    summed over the tensors holding the group, each normalised by its mean
-    so that tensors of different scales count alike."""
-    tensors = [(g, t) for g in groups for t in g.tensors]
-    if not tensors:
-        return {}
-    probe = keras.Model(analysis.graph._inputs_struct, [t for _, t in tensors])
-    sums = [0.0] * len(tensors)
-    count = [0] * len(tensors)
-    for batch in _iterate(data):
-        outs = probe(batch, training=False)
-        if len(tensors) == 1 and not isinstance(outs, (list, tuple)):
-            outs = [outs]
-        for i, out in enumerate(outs):
-            s, n = _mean_abs(out)
-            sums[i] = sums[i] + s
-            count[i] += n
-    if not any(count):
-        raise ValueError("Argument `importance_data` holds no samples.")
-    scores = {}
-    for (g, _), s, n in zip(tensors, sums, count):
-        mean = s / n
-        scores[g] = scores.get(g, 0.0) + mean / (mean.mean() + 1e-12)
-    return scores
-
-
-def magnitude_scores(groups):
-    """L1 norm of each channel's filter (the kernel slice producing it),
-    normalised per producer and summed over the group's producers."""
-    scores = {}
-    for g in groups:
-        for layer in g.producers:
-            w = np.asarray(keras.ops.convert_to_numpy(
-                layer.embeddings if isinstance(layer, L.Embedding)
-                else layer.kernel), "float64")
-            s = np.abs(w).reshape(-1, w.shape[-1]).sum(0)
-            scores[g] = scores.get(g, 0.0) + s / (s.mean() + 1e-12)
-    return scores
-
-
-def choose(scores, counts):
-    """`{group: bool mask}` keeping the `counts[group]` best channels."""
-    keep = {}
-    for group, n in counts.items():
-        score = np.asarray(scores.get(group, np.zeros(group.size)))
-        order = np.argsort(-score, kind="stable")[:n]
-        mask = np.zeros(group.size, bool)
-        mask[order] = True
-        keep[group] = mask
-    return keep
-
-
-# ----------------------------------------------------------------------
-# Rebuilding.
-
-
-def _slice_weights(layer, kind, in_map, group, keep):
-    """The layer's weights (in `layer.weights` order), sliced."""
-    weights = [np.asarray(keras.ops.convert_to_numpy(v)) for v in
-               layer.weights]
-    names = [v.name for v in layer.weights]
-    if kind is None or kind in ("pass",):
-        return weights
-    out = None
-    if group is not None:
-        mask = keep.get(group.root())
-        out = np.arange(group.size) if mask is None else np.nonzero(mask)[0]
-    pos = in_map.kept_positions(keep) if in_map is not None else None
-    sliced = []
-    for name, w in zip(names, weights):
-        if kind in ("dense", "conv") and name == "kernel":
-            w = np.take(np.take(w, pos, axis=-2), out, axis=-1)
-        elif kind in ("dense", "conv") and name == "bias":
-            w = w[out]
-        elif kind == "embedding" and name == "embeddings":
-            w = w[:, out]
-        elif kind == "depthwise" and name == "kernel":
-            w = np.take(w, pos, axis=-2)
-        elif kind == "depthwise" and name == "bias":
-            mult = layer.depth_multiplier
-            w = w.reshape(-1, mult)[pos].reshape(-1)
-        elif kind == "norm":
-            w = w[pos]
-        else:
-            raise ValueError(
-                f"Layer '{layer.name}' ({type(layer).__name__}) holds a "
-                f"weight {name!r} that shrink does not know how to slice. "
-                "Leave this layer's channels out of `width`.")
-        sliced.append(w)
-    return sliced
-
-
-def _new_config(layer, kind, group, keep):
-    config = layer.get_config()
-    mask = keep.get(group.root()) if group is not None else None
-    if mask is not None:
-        key = {"dense": "units", "conv": "filters",
-               "embedding": "output_dim"}[kind]
-        config[key] = int(mask.sum())
-    return config
-
-
-def rebuild(model, analysis, keep=None, drop=()):
-    """A new model of `model`'s graph with the kept channels and without
-    the dropped residual blocks (`drop`: `Block`s)."""
-    keep = keep or {}
-    skipped, alias = set(), {}
-    for block in drop:
-        skipped.update(id(n) for n in block.body)
-        skipped.add(id(block.add))
-        alias[id(block.add.output_tensors[0])] = id(block.shortcut)
-    tensors, new_layers, weights = {}, {}, []
-    for node in analysis.nodes:
-        if id(node) in skipped:
-            continue
-        layer = node.operation
-        if isinstance(layer, L.InputLayer):
-            new = L.InputLayer.from_config(layer.get_config())
-            tensors[id(node.output_tensors[0])] = new.output
-            continue
-        kind, in_map, group = analysis.info.get(layer.name, (None, None, None))
-        new = new_layers.get(layer.name)
-        if new is None:
-            new = type(layer).from_config(_new_config(layer, kind, group,
-                                                      keep))
-            new_layers[layer.name] = new
-            weights.append((new, _slice_weights(layer, kind, in_map, group,
-                                                keep)))
-        args, kwargs = node.arguments.fill_in(tensors)
-        outputs = new(*args, **kwargs)
-        for t, o in zip(node.output_tensors, keras.tree.flatten(outputs)):
-            tensors[id(t)] = o
-        for t_id, s_id in alias.items():
-            if s_id in tensors and t_id not in tensors:
-                tensors[t_id] = tensors[s_id]
-    for t_id, s_id in alias.items():
-        tensors.setdefault(t_id, tensors.get(s_id))
-    # Resolve chains of aliases (a dropped block feeding a dropped block).
-    for _ in range(len(alias)):
-        for t_id, s_id in alias.items():
-            if tensors.get(t_id) is None and tensors.get(s_id) is not None:
-                tensors[t_id] = tensors[s_id]
-    for new, values in weights:
-        if len(new.weights) != len(values):
-            raise ValueError(
-                f"Layer '{new.name}' ({type(new).__name__}) of the new model "
-                f"has {len(new.weights)} weights where the teacher's has "
-                f"{len(values)}; shrink cannot copy it.")
-        for variable, value in zip(new.weights, values):
-            if tuple(variable.shape) != value.shape:
-                raise ValueError(
-                    f"Layer '{new.name}' ({type(new).__name__}): weight "
-                    f"{variable.name!r} has shape {tuple(variable.shape)} in "
-                    f"the new model and {value.shape} sliced from the "
-                    "teacher; shrink cannot copy it consistently.")
-            variable.assign(value)
-    graph = analysis.graph
-
-    def new_tensor(t):
-        return tensors[id(t)]
-
-    if isinstance(model, keras.Sequential):
-        order = [new_layers[n.operation.name] for n in analysis.nodes
-                 if id(n) not in skipped
-                 and not isinstance(n.operation, L.InputLayer)]
-        source = graph.inputs[0]
-        return keras.Sequential(
-            [keras.Input(batch_shape=source.shape, dtype=source.dtype)]
-            + order, name=model.name)
-    inputs = keras.tree.map_structure(new_tensor, graph._inputs_struct)
-    outputs = keras.tree.map_structure(new_tensor, graph._outputs_struct)
-    return keras.Model(inputs, outputs, name=model.name)
-
-
-# ----------------------------------------------------------------------
-# Residual blocks (depth).
-
-
-class Block:
-    """A residual block: `add = Add([shortcut, branch(shortcut)])`.
-
-    `body` holds the nodes of the branch: every node on a path from
-    `shortcut` to the Add's other input. The branch reads nothing but
-    `shortcut` and nothing outside reads the branch, and the Add's output has
-    the shortcut's shape, so the block can be replaced by its shortcut.
-    """
-
-    def __init__(self, add, shortcut, body):
-        self.add = add
-        self.shortcut = shortcut
-        self.body = body
-        self.name = add.operation.name
-
-
-def residual_blocks(analysis):
-    nodes = analysis.nodes
-    producer = {id(t): n for n in nodes for t in n.output_tensors}
-    consumers = collections.defaultdict(list)
-    for n in nodes:
-        for t in n.input_tensors:
-            consumers[id(t)].append(n)
-    outputs = {id(t) for t in analysis.graph.outputs}
-    blocks = []
-    for node in nodes:
-        if not isinstance(node.operation, L.Add) or len(
-                node.input_tensors) != 2:
-            continue
-        out = node.output_tensors[0]
-        a, b = node.input_tensors
-        for s, r in ((a, b), (b, a)):
-            if tuple(s.shape) != tuple(out.shape) or id(s) == id(r):
-                continue
-            body = _branch(s, r, producer)
-            if not body:
-                continue
-            ids = {id(n) for n in body}
-            closed = all(
-                id(t) not in outputs and all(
-                    id(c) in ids or c is node for c in consumers[id(t)])
-                for n in body for t in n.output_tensors)
-            if closed:
-                blocks.append(Block(node, s, body))
-                break
-    inner = set()
-    for block in blocks:
-        ids = {id(n) for n in block.body}
-        inner.update(id(other.add) for other in blocks if id(other.add) in ids)
-    return [b for b in blocks if id(b.add) not in inner]
-
-
-def _branch(s, r, producer):
-    body, stack, seen = [], [r], set()
-    while stack:
-        t = stack.pop()
-        if id(t) == id(s) or id(t) in seen:
-            continue
-        seen.add(id(t))
-        n = producer.get(id(t))
-        if n is None or isinstance(n.operation, L.InputLayer):
-            return None
-        if n not in body:
-            body.append(n)
-        stack.extend(n.input_tensors)
-    return body
-
-
-def block_scores(analysis, blocks, data):
-    """1 - mean cosine similarity between each block's input and output
-    (a block that barely changes its input scores low)."""
-    tensors = []
-    for b in blocks:
-        tensors += [b.shortcut, b.add.output_tensors[0]]
-    probe = keras.Model(analysis.graph._inputs_struct, tensors)
-    total, count = np.zeros(len(blocks)), 0
-    for batch in _iterate(data):
-        outs = probe(batch, training=False)
-        outs = [np.asarray(keras.ops.convert_to_numpy(o), "float64")
-                for o in outs]
-        for i in range(len(blocks)):
-            x = outs[2 * i].reshape(len(outs[0]), -1)
-            y = outs[2 * i + 1].reshape(len(x), -1)
-            cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1)
-                                    * np.linalg.norm(y, axis=1) + 1e-12)
-            total[i] += (1.0 - cos).sum()
-        count += len(outs[0])
-    return total / max(count, 1)

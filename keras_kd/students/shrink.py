@@ -6,6 +6,8 @@ import keras
 import numpy as np
 
 from keras_kd.students import _graph
+from keras_kd.students import _importance
+from keras_kd.students import _rebuild
 from keras_kd.students import _hub
 
 
@@ -171,7 +173,7 @@ def _shrink(teacher, depth, width, importance_data, keep):
     analysis = _graph.Analysis(teacher)
     model = teacher
     if depth is not None or keep is not None:
-        blocks = _graph.residual_blocks(analysis)
+        blocks = _rebuild.residual_blocks(analysis)
         if not blocks:
             raise ValueError(
                 f"Argument `depth` drops residual blocks, but teacher "
@@ -181,10 +183,11 @@ def _shrink(teacher, depth, width, importance_data, keep):
                 f", keep={keep!r}")
         scores = None
         if importance_data is not None and keep is None:
-            scores = _graph.block_scores(analysis, blocks, importance_data)
+            scores = _importance.block_scores(analysis, blocks,
+                                              importance_data)
         kept = _select(len(blocks), depth, keep, scores)
         drop = [b for i, b in enumerate(blocks) if i not in kept]
-        model = _graph.rebuild(teacher, analysis, drop=drop)
+        model = _rebuild.rebuild(teacher, analysis, drop=drop)
         if width is None:
             return model
         analysis = _graph.Analysis(model)
@@ -193,14 +196,14 @@ def _shrink(teacher, depth, width, importance_data, keep):
         counts = _graph.resolve_width(analysis, width)
         groups = list(counts)
         if importance_data is not None:
-            scores = _graph.activation_scores(analysis, groups,
-                                              importance_data)
+            scores = _importance.activation_scores(analysis, groups,
+                                                   importance_data)
             missing = [g for g in groups if g not in scores]
-            scores.update(_graph.magnitude_scores(missing))
+            scores.update(_importance.magnitude_scores(missing))
         else:
-            scores = _graph.magnitude_scores(groups)
-        keep_masks = _graph.choose(scores, counts)
-    return _graph.rebuild(model, analysis, keep=keep_masks)
+            scores = _importance.magnitude_scores(groups)
+        keep_masks = _importance.choose(scores, counts)
+    return _rebuild.rebuild(model, analysis, keep=keep_masks)
 
 
 def _check_depth(depth, keep):

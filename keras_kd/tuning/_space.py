@@ -4,6 +4,8 @@ import inspect
 import math
 import numbers
 
+from keras_kd.utils import keras_compat
+
 # Distiller defaults, used as the first value of a range when they lie in it.
 _DEFAULTS = {"temperature": 4.0, "alpha": 0.5}
 
@@ -41,10 +43,12 @@ def takes_hp(fn):
 
 def logged_metric_names(model):
     """The history keys of the metrics compiled into `model`."""
-    compiled = getattr(model, "_compile_metrics", None)
+    compiled = keras_compat.compile_metrics(model)
+    if compiled is None:
+        return []
     names = []
-    for group in ("_user_metrics", "_user_weighted_metrics"):
-        for metric in _flatten(getattr(compiled, group, None)):
+    for group in keras_compat.user_metrics(compiled):
+        for metric in _flatten(group):
             names.append(_metric_name(metric))
     return names
 

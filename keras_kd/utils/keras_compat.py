@@ -60,3 +60,53 @@ def keras_mask(tensor):
     from keras.src.backend.common.masking import get_keras_mask
 
     return get_keras_mask(tensor)
+
+
+def sequential_graph(model):
+    """The Functional graph a built Sequential model keeps in `_functional`,
+    or None while it is not built."""
+    return getattr(model, "_functional", None)
+
+
+def nodes_by_depth(model):
+    """`{depth: [Node, ...]}` of a Functional model's graph
+    (`_nodes_by_depth`; depth 0 holds the output nodes), or None for a model
+    without a layer graph (a subclassed model)."""
+    return getattr(model, "_nodes_by_depth", None)
+
+
+def input_structure(graph):
+    """The nested structure of a Functional graph's input tensors, as the
+    model was built with (`_inputs_struct`: a tensor, list or dict)."""
+    return graph._inputs_struct
+
+
+def output_structure(graph):
+    """The nested structure of a Functional graph's outputs
+    (`_outputs_struct`)."""
+    return graph._outputs_struct
+
+
+def replay_arguments(node, tensors):
+    """`(args, kwargs)` of a graph node's call, its symbolic input tensors
+    replaced by `tensors[id(tensor)]` (`Node.arguments.fill_in`, how
+    Functional itself replays its graph)."""
+    return node.arguments.fill_in(tensors)
+
+
+def user_metrics(container):
+    """`(metrics, weighted_metrics)` as passed to `compile`, nested as the
+    user wrote them (`CompileMetrics._user_metrics` and
+    `_user_weighted_metrics`), each None where not given."""
+    return (getattr(container, "_user_metrics", None),
+            getattr(container, "_user_weighted_metrics", None))
+
+
+def producing_node(tensor):
+    """The graph node whose call produced a symbolic tensor (`_keras_history`
+    and the layer's `_inbound_nodes`), or None for a tensor outside a
+    graph."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    return history.operation._inbound_nodes[history.node_index]

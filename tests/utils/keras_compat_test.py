@@ -42,6 +42,18 @@ class KerasCompatTest(TestCase):
             model.get_layer("hidden").output), model.get_layer("hidden"))
         self.assertIsNone(keras_compat.producing_operation(np.zeros(2)))
 
+    def test_producing_node_of_a_shared_layer(self):
+        inputs = keras.Input((4,))
+        shared = keras.layers.Dense(4, name="shared")
+        hidden = shared(inputs)
+        out = shared(hidden)
+        keras.Model(inputs, out)
+        self.assertIs(keras_compat.producing_node(out).input_tensors[0],
+                      hidden)
+        self.assertIs(keras_compat.producing_node(hidden).input_tensors[0],
+                      inputs)
+        self.assertIsNone(keras_compat.producing_node(np.zeros(2)))
+
     def test_compile_metrics_split_weighted_and_unweighted(self):
         model = small_model()
         self.assertIsNone(keras_compat.compile_metrics(model))
@@ -82,3 +94,47 @@ class KerasCompatTest(TestCase):
             params = inspect.signature(method).parameters
             self.assertIn("iterator", params)
             self.assertIn("data_batch", params)
+
+    def test_user_metrics_as_compiled(self):
+        model = small_model()
+        model.compile(loss="mse", metrics=["mae"], weighted_metrics=["mse"])
+        self.assertEqual(keras_compat.user_metrics(
+            keras_compat.compile_metrics(model)), (["mae"], ["mse"]))
+
+    def test_sequential_graph_exists_once_built(self):
+        unbuilt = keras.Sequential([keras.layers.Dense(2)])
+        self.assertIsNone(keras_compat.sequential_graph(unbuilt))
+        built = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        graph = keras_compat.sequential_graph(built)
+        self.assertIsInstance(graph, keras.Model)
+        self.assertAllClose(graph(np.ones((1, 3))), built(np.ones((1, 3))))
+
+    def test_nodes_by_depth_orders_the_graph(self):
+        model = small_model()
+        by_depth = keras_compat.nodes_by_depth(model)
+        order = [n.operation.name for d in sorted(by_depth, reverse=True)
+                 for n in by_depth[d]]
+        self.assertEqual(order[1:], ["hidden", "block"])
+        self.assertIsNone(keras_compat.nodes_by_depth(
+            keras.layers.Dense(2)))
+
+    def test_input_and_output_structures_keep_nesting(self):
+        a, b = keras.Input((2,), name="a"), keras.Input((3,), name="b")
+        out = keras.layers.Dense(1)(keras.layers.Concatenate()([a, b]))
+        model = keras.Model({"a": a, "b": b}, [out, out])
+        self.assertEqual(sorted(keras_compat.input_structure(model)),
+                         ["a", "b"])
+        outputs = keras_compat.output_structure(model)
+        self.assertIsInstance(outputs, list)
+        self.assertEqual(len(outputs), 2)
+
+    def test_replay_arguments_fill_in_the_inputs(self):
+        model = small_model()
+        by_depth = keras_compat.nodes_by_depth(model)
+        node = next(n for nodes in by_depth.values() for n in nodes
+                    if n.operation.name == "hidden")
+        replacement = keras.ops.ones((1, 4))
+        args, kwargs = keras_compat.replay_arguments(
+            node, {id(node.input_tensors[0]): replacement})
+        self.assertIs(args[0], replacement)
+        self.assertEqual(kwargs, {})
