@@ -388,8 +388,13 @@ def lm_table(path):
     lines.append(f"| teacher ({first['teacher_params']:,} params) | "
                  + " | ".join(f"{t:.3f} ({np.exp(t):.1f})" for _ in specs)
                  + " |")
+    def layers(kept):
+        if None in kept:  # heads or hidden channels sliced from every layer
+            return f"all {len(kept)}, sliced"
+        return str(kept)
+
     lines.append("| student parameters (teacher layers kept) | " + " | ".join(
-        f"{info[s]['student_params']:,} ({info[s]['kept_layers']})"
+        f"{info[s]['student_params']:,} ({layers(info[s]['kept_layers'])})"
         for s in specs) + " |")
     lines.append("| shrunk, before any training | " + " | ".join(
         f"{info[s]['inherited_validation_loss']:.3f} "
