@@ -401,6 +401,17 @@ def resolve_width(analysis, width):
         seen.append(group)
         check(group, name)
         counts[group] = count(width, group, name)
+    if not counts:
+        fixed = sorted(producers)
+        raise ValueError(
+            f"Argument `width` asks to prune channels, but the teacher "
+            f"{analysis.graph.name!r} has no layer whose channels shrink can "
+            "prune, so the student would be the teacher unchanged: the "
+            "channels of a model output are kept whole"
+            + (f" (layers {fixed})" if fixed else "")
+            + ", and SeparableConv, ConvTranspose, quantized and LoRA layers "
+            "are not pruned. Pass `width=None` and prune `depth`, or start "
+            f"from a teacher built of {SUPPORTED}. Received: width={width!r}")
     return counts
 
 

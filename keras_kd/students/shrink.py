@@ -94,7 +94,10 @@ def shrink(teacher, depth=None, width=None, importance_data=None, keep=None):
             group to keep, a dict `{layer_name: fraction or count}`
             (for KerasHub: `{"intermediate_dim": ..., "num_heads": ...,
             "hidden_dim": ...}`, any of the three), or `None` to keep every
-            channel. Defaults to `None`.
+            channel. The channels of the model's outputs and of
+            SeparableConv, ConvTranspose, quantized and LoRA layers are kept
+            whole (a teacher with nothing else to prune is refused).
+            Defaults to `None`.
         importance_data: Inputs the importance scores are computed on (a
             NumPy array, a dict of arrays for KerasHub models, or an
             `(x, y)` tuple); a few hundred samples are enough. `None` picks

@@ -312,6 +312,23 @@ class ErrorTest(TestCase):
         with self.assertRaisesRegex(ValueError, r"\[0, 3\)"):
             shrink(resnet(3), keep=[0, 3])
 
+    def test_nothing_prunable_is_refused(self):
+        only_output = keras.Sequential([keras.Input((4,)),
+                                        L.Dense(3, name="logits")])
+        with self.assertRaisesRegex(
+                ValueError, r"no layer whose channels.*\['logits'\]"):
+            shrink(only_output, width=0.5)
+        i = keras.Input((6, 6, 3))
+        x = L.SeparableConv2D(8, 3, name="sep")(i)
+        separable = keras.Model(i, L.Dense(2)(L.Flatten()(x)))
+        with self.assertRaisesRegex(ValueError,
+                                    "SeparableConv.*are not pruned"):
+            shrink(separable, width=0.5)
+        # Nothing removed stays allowed: the exact copy of the teacher.
+        same = shrink(separable)
+        x = np.random.default_rng(0).random((2, 6, 6, 3), "float32")
+        self.assertAllClose(same(x), separable(x))
+
     def test_subclassed_model(self):
         class Net(keras.Model):
             def __init__(self):
