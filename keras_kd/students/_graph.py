@@ -405,7 +405,7 @@ def resolve_width(analysis, width):
         fixed = sorted(producers)
         raise ValueError(
             f"Argument `width` asks to prune channels, but the teacher "
-            f"{analysis.graph.name!r} has no layer whose channels shrink can "
+            f"{analysis.model.name!r} has no layer whose channels shrink can "
             "prune, so the student would be the teacher unchanged: the "
             "channels of a model output are kept whole"
             + (f" (layers {fixed})" if fixed else "")

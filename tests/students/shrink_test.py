@@ -314,9 +314,11 @@ class ErrorTest(TestCase):
 
     def test_nothing_prunable_is_refused(self):
         only_output = keras.Sequential([keras.Input((4,)),
-                                        L.Dense(3, name="logits")])
+                                        L.Dense(3, name="logits")],
+                                       name="only_output")
         with self.assertRaisesRegex(
-                ValueError, r"no layer whose channels.*\['logits'\]"):
+                ValueError, r"teacher 'only_output' has no layer whose "
+                r"channels.*\['logits'\]"):
             shrink(only_output, width=0.5)
         i = keras.Input((6, 6, 3))
         x = L.SeparableConv2D(8, 3, name="sep")(i)
